@@ -60,6 +60,69 @@ def check(
 
 
 @app.command()
+@user_errors
+def train(
+    config: ConfigArg,
+    set_: SetOption = None,
+    run_dir: Annotated[Optional[Path], typer.Option(
+        "--run-dir", help="Write the run here instead of runs/<config name>/<timestamp>/.")] = None,
+) -> None:
+    """Train the model of a config; writes a run directory with checkpoints and results."""
+    from cnnctl import config as config_lib
+    from cnnctl import train as train_lib
+
+    result = train_lib.train(config_lib.load(config, set_), run_dir)
+    test = result["metrics"].get("test") or result["metrics"].get("val") or {}
+    acc = f"test accuracy {test['accuracy']:.4f}, " if "accuracy" in test else ""
+    print(f"{acc}{result['epochs']} epoch(s) in {result['seconds']:.1f} s, run: {result['run_dir']}")
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False)],
+    split: Annotated[str, typer.Option(help="Which split of the run's data: train, val or test.")] = "test",
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="Evaluate on this folder of class subfolders instead.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Accuracy, loss, per-class precision/recall/F1 and confusion matrix of a checkpoint."""
+    from cnnctl import evaluate
+
+    report, class_names, written = evaluate.run(path, split=split, data_dir=data)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(evaluate.format_report(report, class_names))
+        print("written: " + ", ".join(str(p) for p in written.values()))
+
+
+@app.command()
+@user_errors
+def predict(
+    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False)],
+    images: Annotated[list[str], typer.Argument(help="Image files, folders or globs.", show_default=False)],
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes shown per image.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+    plot: Annotated[Optional[Path], typer.Option(
+        "--plot", help="Draw each image beside its class probabilities into this PNG.")] = None,
+) -> None:
+    """Top-k classes of images, preprocessed exactly as in training."""
+    from cnnctl import predict as predict_lib
+
+    results = predict_lib.run(path, images, top_k=top_k, plot=plot)
+    if as_json:
+        print(json.dumps(results, indent=2))
+    elif as_csv:
+        print(predict_lib.to_csv(results), end="")
+    else:
+        print(predict_lib.format_table(results))
+    if plot:
+        print(f"written: {plot}", file=sys.stderr)
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of config files (for editors: yaml-language-server)."""
     from cnnctl import config as config_lib

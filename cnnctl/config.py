@@ -34,49 +34,54 @@ class Backbone(Strict):
     name: str = Field(description="A keras.applications model, e.g. ResNet50, MobileNetV2, "
                       "EfficientNetB0, VGG16.")
     weights: str | None = Field(None, description="null, `imagenet`, or a path to a weights file.")
-    trainable: bool = True
-    pooling: Literal["avg", "max"] | None = None
+    trainable: bool = Field(True, description="false freezes the backbone (train the head only).")
+    pooling: Literal["avg", "max"] | None = Field(
+        None, description="Global pooling at the backbone's end (null: keep the feature map).")
 
 
 class ModelConfig(Strict):
-    name: Annotated[str, Field(pattern=NAME_PATTERN)] = "model"
+    name: Annotated[str, Field(pattern=NAME_PATTERN)] = Field("model", description="Keras model name.")
     input_shape: list[PositiveInt] = Field(min_length=1, max_length=3,
                                            description="Height, width, channels.")
     backbone: Backbone | None = None
     blocks: dict[Annotated[str, Field(pattern=NAME_PATTERN)], BlockTemplate] = Field(
-        default_factory=dict)
-    layers: list[LayerSpec] = Field(default_factory=list)
+        default_factory=dict, description="Reusable layer groups with parameters (see below).")
+    layers: list[LayerSpec] = Field(default_factory=list, description="The network, in order "
+                                    "(see layer types below); after the backbone if there is one.")
 
 
 # --------------------------------------------------------------------------- data
 class Normalize(Strict):
-    mean: list[float] = Field(min_length=1)
-    std: list[PositiveFloat] = Field(min_length=1)
+    mean: list[float] = Field(min_length=1, description="Per channel, after rescale.")
+    std: list[PositiveFloat] = Field(min_length=1, description="Per channel, after rescale.")
 
 
 class Preprocessing(Strict):
     rescale: float | None = Field(1 / 255, description="Multiply pixel values by this (null: keep 0-255).")
-    normalize: Normalize | None = None
+    normalize: Normalize | None = Field(None, description="Then (x - mean) / std per channel.")
 
 
 class DataConfig(Strict):
-    source: Literal["keras", "tfds", "folder", "npz"] = "keras"
+    source: Literal["keras", "tfds", "folder", "npz"] = Field(
+        "keras", description="Where the images come from.")
     name: str | None = Field(None, description="keras: mnist, fashion_mnist, cifar10, cifar100; "
                              "tfds: a TensorFlow Datasets name.")
     data_dir: str | None = Field(None, description="tfds: where TensorFlow Datasets keeps its files.")
     train_dir: str | None = Field(None, description="folder: one subfolder of images per class.")
-    val_dir: str | None = None
-    test_dir: str | None = None
+    val_dir: str | None = Field(None, description="folder: validation images, one subfolder per class.")
+    test_dir: str | None = Field(None, description="folder: test images, one subfolder per class.")
     path: str | None = Field(None, description="npz: file with x_train, y_train, x_test, y_test.")
     image_size: list[PositiveInt] | None = Field(None, min_length=2, max_length=2,
                                                  description="Height, width images are resized to.")
-    color_mode: Literal["rgb", "grayscale"] | None = None
-    validation_split: float = Field(0.0, ge=0.0, lt=1.0)
-    max_train_samples: PositiveInt | None = None
-    max_test_samples: PositiveInt | None = None
+    color_mode: Literal["rgb", "grayscale"] | None = Field(
+        None, description="Default: from the model's input channels (1 grayscale, 3 rgb).")
+    validation_split: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of train held out "
+                                    "for validation (seeded by train.seed).")
+    max_train_samples: PositiveInt | None = Field(None, description="Use only the first N train images.")
+    max_test_samples: PositiveInt | None = Field(None, description="Use only the first N test images.")
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     cache: bool = Field(True, description="Cache decoded images in memory after the first epoch.")
-    shuffle_buffer: PositiveInt = 10_000
+    shuffle_buffer: PositiveInt = Field(10_000, description="Shuffle buffer of file-based sources.")
 
     @model_validator(mode="after")
     def _source_fields(self) -> "DataConfig":
@@ -99,47 +104,59 @@ KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 
 class AugmentLayer(Strict):
     type: Literal["random_flip", "random_rotation", "random_zoom", "random_translation",
-                  "random_contrast", "random_brightness", "random_crop"]
-    mode: Literal["horizontal", "vertical", "horizontal_and_vertical"] | None = None
-    factor: Union[NonNegativeFloat, tuple[float, float]] | None = None
-    height_factor: Union[NonNegativeFloat, tuple[float, float]] | None = None
-    width_factor: Union[NonNegativeFloat, tuple[float, float]] | None = None
-    height: PositiveInt | None = None
-    width: PositiveInt | None = None
-    fill_mode: Literal["reflect", "wrap", "constant", "nearest"] = "reflect"
+                  "random_contrast", "random_brightness", "random_crop"] = Field(
+        description="A Keras random preprocessing layer.")
+    mode: Literal["horizontal", "vertical", "horizontal_and_vertical"] | None = Field(
+        None, description="random_flip (default horizontal).")
+    factor: Union[NonNegativeFloat, tuple[float, float]] | None = Field(
+        None, description="rotation (fraction of a full turn), zoom, contrast, brightness.")
+    height_factor: Union[NonNegativeFloat, tuple[float, float]] | None = Field(
+        None, description="zoom, translation (fraction of the height).")
+    width_factor: Union[NonNegativeFloat, tuple[float, float]] | None = Field(
+        None, description="zoom, translation (fraction of the width).")
+    height: PositiveInt | None = Field(None, description="random_crop: crop height.")
+    width: PositiveInt | None = Field(None, description="random_crop: crop width.")
+    fill_mode: Literal["reflect", "wrap", "constant", "nearest"] = Field(
+        "reflect", description="rotation, zoom, translation: how new pixels are filled.")
 
 
 class AugmentationConfig(Strict):
     placement: Literal["pipeline", "model"] = Field(
         "model", description="pipeline: in tf.data on the CPU; model: preprocessing layers in "
         "the model, run on the accelerator and inactive at inference.")
-    layers: list[AugmentLayer] = Field(default_factory=list)
+    layers: list[AugmentLayer] = Field(default_factory=list, description="Applied in order, "
+                                       "to training images only.")
 
 
 # --------------------------------------------------------------------------- training
 class Schedule(Strict):
-    type: Literal["constant", "cosine", "exponential", "step", "one_cycle"] = "constant"
-    warmup_epochs: NonNegativeFloat = 0.0
+    type: Literal["constant", "cosine", "exponential", "step", "one_cycle"] = Field(
+        "constant", description="Learning rate per step; peaks at optimizer.learning_rate.")
+    warmup_epochs: NonNegativeFloat = Field(0.0, description="Linear warm-up from 0 (not one_cycle).")
     decay_rate: float = Field(0.1, gt=0.0, le=1.0, description="exponential, step: factor per decay.")
     decay_epochs: PositiveFloat = Field(1.0, description="exponential, step: epochs per decay.")
-    min_learning_rate: NonNegativeFloat = 0.0
+    min_learning_rate: NonNegativeFloat = Field(0.0, description="cosine, one_cycle: final rate.")
 
 
 class OptimizerConfig(Strict):
-    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    learning_rate: PositiveFloat = 0.001
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="Keras optimizer.")
+    learning_rate: PositiveFloat = Field(0.001, description="Peak learning rate.")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd, rmsprop.")
-    nesterov: bool = False
-    weight_decay: NonNegativeFloat | None = None
-    clipnorm: PositiveFloat | None = None
-    clipvalue: PositiveFloat | None = None
+    nesterov: bool = Field(False, description="sgd: Nesterov momentum.")
+    weight_decay: NonNegativeFloat | None = Field(None, description="Decoupled weight decay "
+                                                  "(adamw default 0.004).")
+    clipnorm: PositiveFloat | None = Field(None, description="Clip each gradient to this norm.")
+    clipvalue: PositiveFloat | None = Field(None, description="Clip gradient values to +-this.")
     schedule: Schedule = Field(default_factory=Schedule)
 
 
 class LossConfig(Strict):
     name: Literal["categorical_crossentropy", "sparse_categorical_crossentropy",
-                  "binary_crossentropy"] = "categorical_crossentropy"
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+                  "binary_crossentropy"] = Field(
+        "categorical_crossentropy", description="Labels are one-hot or sparse to fit; "
+        "`loss: NAME` is short for `loss: {name: NAME}`.")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Move this much of the "
+                                   "target probability to the other classes.")
 
     @model_validator(mode="before")
     @classmethod
@@ -148,8 +165,9 @@ class LossConfig(Strict):
 
 
 class MetricConfig(Strict):
-    name: Literal["accuracy", "top_k_accuracy", "precision", "recall", "auc"]
-    k: PositiveInt = 5
+    name: Literal["accuracy", "top_k_accuracy", "precision", "recall", "auc"] = Field(
+        description="`- accuracy` is short for `- {name: accuracy}`.")
+    k: PositiveInt = Field(5, description="top_k_accuracy: how many top classes count.")
 
     @model_validator(mode="before")
     @classmethod
@@ -172,16 +190,18 @@ class ReduceLROnPlateau(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 32
-    seed: int = 42
+    epochs: PositiveInt = Field(10, description="Passes over the training data.")
+    batch_size: PositiveInt = Field(32, description="Images per step.")
+    seed: int = Field(42, description="Seeds weights, shuffling, validation split and augmentation.")
     deterministic: bool = Field(False, description="Deterministic ops (slower) for bit-exact reruns.")
-    mixed_precision: Literal["off", "float16", "bfloat16"] = "off"
-    jit_compile: Union[bool, Literal["auto"]] = "auto"
-    steps_per_execution: PositiveInt = 1
-    early_stopping: EarlyStopping | None = None
-    reduce_lr_on_plateau: ReduceLROnPlateau | None = None
-    tensorboard: bool = True
+    mixed_precision: Literal["off", "float16", "bfloat16"] = Field(
+        "off", description="Compute in half precision, keep weights in float32.")
+    jit_compile: Union[bool, Literal["auto"]] = Field("auto", description="XLA-compile the train step.")
+    steps_per_execution: PositiveInt = Field(1, description="Batches run per call into the backend.")
+    early_stopping: EarlyStopping | None = Field(None, description="Stop when the monitor stalls.")
+    reduce_lr_on_plateau: ReduceLROnPlateau | None = Field(
+        None, description="Lower the learning rate when the monitor stalls.")
+    tensorboard: bool = Field(True, description="Write TensorBoard logs to RUN/logs.")
     checkpoint_monitor: str = Field("val_loss", description="Metric that picks best.keras; "
                                     "falls back to loss when there is no validation data.")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -14,6 +15,22 @@ _PLAIN_TAGS = {
     f"tag:yaml.org,2002:{name}"
     for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
 }
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+# Aliases are copied at each use, so `&a [*a]` would recurse forever and nested aliases can
+# grow exponentially ("billion laughs"); a config never needs anywhere near this many values.
+MAX_VALUES = 100_000
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` as a float (YAML 1.1 wants `1.0e-3`), as people write
+    learning rates."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def format_path(path: Path) -> str:
@@ -30,10 +47,11 @@ def format_path(path: Path) -> str:
 class Source:
     """A parsed YAML document: its data and the line of each config path."""
 
-    def __init__(self, data: Any, lines: dict[Path, int], file: str):
+    def __init__(self, data: Any, lines: dict[Path, int | None], file: str):
         self.data = data
         self.lines = lines
         self.file = file
+        self.overridden: set[Path] = set()  # paths replaced by `--set`: errors there name --set
 
     def line(self, path: Path) -> int | None:
         """The line of `path`, or of its nearest ancestor that is in the file."""
@@ -52,63 +70,143 @@ def parse(text: str, file: str) -> Source:
     Raises:
         ConfigError: with every problem found, each with its line.
     """
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        what = e.problem or "invalid YAML"
-        if e.context:
-            what = f"{e.context}, {what}"
-        raise ConfigError([ConfigIssue(file, mark.line + 1 if mark else None, "",
-                                       f"YAML syntax error: {what}")]) from None
+        line, message = _syntax_error(e)
+        raise ConfigError([ConfigIssue(file, line, "", f"YAML syntax error: {message}")]) from None
     except yaml.YAMLError as e:
         raise ConfigError([ConfigIssue(file, None, "", f"YAML syntax error: {e}")]) from None
     if node is None:
         raise ConfigError([ConfigIssue(file, 1, "", "the file is empty; a config needs at least a `model:` section")])
-    issues: list[ConfigIssue] = []
-    lines: dict[Path, int] = {(): node.start_mark.line + 1}
+    builder = _Builder(loader, file)
+    builder.lines[()] = node.start_mark.line + 1
     try:
-        data = _construct(loader, node, (), lines, issues, file)
+        data = builder.build(node, ())
     finally:
         loader.dispose()
-    if issues:
-        raise ConfigError(issues)
-    return Source(data, lines, file)
+    if builder.issues:
+        raise ConfigError(builder.issues)
+    return Source(data, builder.lines, file)
 
 
-def _construct(loader, node, path, lines, issues, file):
-    if node.tag not in _PLAIN_TAGS:
-        issues.append(ConfigIssue(
-            file, node.start_mark.line + 1, format_path(path),
+def _syntax_error(e: yaml.MarkedYAMLError) -> tuple[int | None, str]:
+    """The line and plain-words description of a YAML syntax error."""
+    problem = e.problem or "invalid YAML"
+    problem_line = e.problem_mark.line + 1 if e.problem_mark else None
+    context_line = e.context_mark.line + 1 if e.context_mark else None
+    context = e.context or ""
+    if "quoted scalar" in context:  # the problem is at the end of the file; the quote opened earlier
+        return context_line, f"a quoted string starts on this line and is never closed ({problem})"
+    for kind, bracket in (("flow sequence", "["), ("flow mapping", "{")):
+        if kind in context:
+            found = problem.split(", but ")[-1] if ", but " in problem else problem
+            return context_line, (f"the `{bracket}` opened on this line is not closed "
+                                  f"({found} on line {problem_line}; {problem.split(',')[0]})")
+    if "'\\t'" in problem:
+        return problem_line, "a tab character; indent YAML with spaces only"
+    if context.startswith("while parsing a block") and "expected <block end>" in problem:
+        return problem_line, (f"this line's indentation does not fit the {context.split()[-1]} "
+                              f"that starts on line {context_line}; indent keys of one mapping "
+                              "(and items of one list) equally")
+    if problem == "mapping values are not allowed here":
+        return problem_line, "unexpected `: ` inside a value; put quotes around a value that contains ': '"
+    if problem.startswith("found undefined alias"):
+        alias = problem.split()[-1].strip("'")
+        return problem_line, f"alias *{alias} is used before any `&{alias}` anchor defines it"
+    if context and context_line != problem_line:
+        return problem_line, f"{context} (on line {context_line}), {problem}"
+    return problem_line, f"{context}, {problem}" if context else problem
+
+
+class _Builder:
+    """Turns a YAML node tree into plain data, noting each path's line and every problem."""
+
+    def __init__(self, loader: yaml.SafeLoader, file: str):
+        self.loader = loader
+        self.file = file
+        self.lines: dict[Path, int | None] = {}
+        self.issues: list[ConfigIssue] = []
+        self.count = 0
+        self.active: set[int] = set()  # ids of the nodes being built: an alias back into one is a cycle
+
+    def problem(self, node: yaml.Node, path: Path, message: str) -> None:
+        self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path), message))
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise ConfigError([ConfigIssue(self.file, node.start_mark.line + 1, format_path(path), (
+                f"the file expands to more than {MAX_VALUES:,} values; aliases (*name) are "
+                "nested too deep"))])
+        if not self._plain(node, path):
+            return None
+        if id(node) in self.active:
+            self.problem(node, path, "this alias refers to a list or mapping that contains it")
+            return None
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
+            if isinstance(node, yaml.SequenceNode):
+                out = []
+                for i, item in enumerate(node.value):
+                    self.lines[path + (i,)] = item.start_mark.line + 1
+                    out.append(self.build(item, path + (i,)))
+                return out
+            return self.loader.construct_object(node)
+        finally:
+            self.active.discard(id(node))
+
+    def _plain(self, node: yaml.Node, path: Path) -> bool:
+        if node.tag in _PLAIN_TAGS:
+            return True
+        self.problem(node, path, (
             f"YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')!r} is not allowed: "
             "configs are plain YAML (no python objects or custom tags); remove the tag"))
-        return None
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = loader.construct_object(key_node)
+        return False
+
+    def _key(self, key_node: yaml.Node, path: Path) -> str | None:
+        """A mapping key as the text the user wrote (`1:` and `on:` are names, not 1 and True)."""
+        if not isinstance(key_node, yaml.ScalarNode):
+            self.problem(key_node, path, "a key must be a name, not a list or a mapping")
+            return None
+        if not self._plain(key_node, path):
+            return None
+        return key_node.value
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict:
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
+            if key_node.tag == _MERGE_TAG:
+                merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                if not all(isinstance(m, yaml.MappingNode) and m is not node
+                           and id(m) not in self.active and self._plain(m, path) for m in merged):
+                    self.problem(key_node, path, "`<<:` merges an alias of a mapping, "
+                                                 "e.g. `<<: *defaults`, or a list of them")
+                    return {}
+                continue
+            key = self._key(key_node, path)
+            if key is None:
+                continue
             if key in seen:
-                issues.append(ConfigIssue(
-                    file, line, format_path(path + (key,)),
-                    f"duplicate key {key!r} (first given on line {seen[key]}); keep only one"))
+                self.problem(key_node, path + (key,),
+                             f"duplicate key {key!r} (first given on line {seen[key]}); keep only one")
             seen[key] = line
-        loader.flatten_mapping(node)  # resolves `<<: *anchor` merges; explicit keys come last and win
+        try:
+            self.loader.flatten_mapping(node)  # resolves `<<: *anchor` merges; explicit keys come last and win
+        except (yaml.MarkedYAMLError, RecursionError):  # a merge inside the merged mapping is wrong
+            self.problem(node, path, "`<<:` merges an alias of a mapping, e.g. `<<: *defaults`, "
+                                     "or a list of them")
+            return {}
         out = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node)
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _PLAIN_TAGS:
+                continue  # reported above
+            key = key_node.value
             child = path + (key,)
-            lines.setdefault(child, key_node.start_mark.line + 1)
-            out[key] = _construct(loader, value_node, child, lines, issues, file)
+            self.lines[child] = key_node.start_mark.line + 1  # the last one is the value kept
+            out[key] = self.build(value_node, child)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        out = []
-        for i, item in enumerate(node.value):
-            child = path + (i,)
-            lines[child] = item.start_mark.line + 1
-            out.append(_construct(loader, item, child, lines, issues, file))
-        return out
-    return loader.construct_object(node)

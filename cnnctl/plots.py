@@ -1,0 +1,239 @@
+"""Training curves, confusion matrices and prediction sheets as PNG files (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from cnnctl.errors import CnnctlError
+
+MAX_PREDICTION_ROWS = 32  # beyond this a prediction sheet gets too tall to read or open
+CELL_TEXT_MAX_CLASSES = 30  # above this, confusion-matrix cells are too small for numbers
+
+RIGHT_COLOUR = "tab:blue"
+WRONG_COLOUR = "tab:red"
+UNKNOWN_COLOUR = "tab:gray"
+OTHER_COLOUR = "lightgray"
+
+_NOT_METRICS = {"epoch", "loss", "learning_rate", "lr"}
+
+
+def _figure(width: float, height: float):
+    # A bare Figure draws with Agg and never touches pyplot's global figure list, so nothing
+    # stays open after saving, whatever backend the user's matplotlib is set to.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _save(fig, out: Path, dpi: int = 100) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi, format="png")
+    fig.clear()
+    return out
+
+
+# --- training curves -------------------------------------------------------------------------
+
+def _read_history(history_csv: Path) -> dict[str, list[float]]:
+    """Columns of a Keras CSVLogger file as float lists ("NA" and blanks become NaN)."""
+    path = Path(history_csv)
+    if not path.is_file():
+        raise CnnctlError(f"no training history at {path}: train first, or pass a run "
+                          "directory whose history.csv exists")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "loss" not in rows[0]:
+        raise CnnctlError(f"{path} has no epochs with a loss column: it is not a finished "
+                          "Keras CSVLogger file; train for at least one epoch")
+
+    def number(text: str | None) -> float:
+        try:
+            return float(text)
+        except (TypeError, ValueError):
+            return math.nan
+
+    return {name: [number(row.get(name)) for row in rows] for name in rows[0]}
+
+
+def curves_figure(history_csv: Path):
+    """Build the loss and accuracy figure of a CSVLogger file (see `curves`)."""
+    from matplotlib.ticker import MaxNLocator
+
+    history = _read_history(history_csv)
+    n = len(history["loss"])
+    # CSVLogger counts epochs from 0; people count from 1.
+    epochs = [int(e) + 1 for e in history["epoch"]] if "epoch" in history else list(range(1, n + 1))
+    metrics = [c for c in history if c not in _NOT_METRICS and not c.startswith("val_")]
+    second = "accuracy" if "accuracy" in history else (metrics[0] if metrics else None)
+
+    fig = _figure(11, 4)
+    axes = fig.subplots(1, 2)
+    for ax, name in zip(axes, ["loss", second]):
+        if name is None:
+            ax.text(0.5, 0.5, "no metric logged besides loss", ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        marker = "o" if n < 30 else None  # a one-epoch run is a single point
+        ax.plot(epochs, history[name], marker=marker, label=f"train {name}")
+        if f"val_{name}" in history:
+            ax.plot(epochs, history[f"val_{name}"], marker=marker, label=f"validation {name}")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+def curves(history_csv: Path, out: Path) -> Path:
+    """Plot loss and accuracy per epoch, train and validation, side by side.
+
+    Args:
+        history_csv: a Keras CSVLogger file (columns epoch, loss, accuracy, val_loss, ...).
+        out: the PNG to write.
+
+    Returns:
+        `out`.
+
+    Raises:
+        CnnctlError: the file is missing or has no epochs.
+    """
+    return _save(curves_figure(history_csv), out)
+
+
+# --- confusion matrix ------------------------------------------------------------------------
+
+def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], normalize: bool = True):
+    """Build the confusion-matrix heat map (see `confusion_matrix`)."""
+    counts = np.asarray(matrix, dtype=np.int64)
+    n = len(class_names)
+    if counts.shape != (n, n):
+        raise ValueError(f"confusion matrix shape {counts.shape} does not match "
+                         f"{n} class names")
+    support = counts.sum(axis=1, keepdims=True)
+    # Rows are true classes: a normalized row shows where that class's images went.
+    shares = np.divide(counts, support, out=np.zeros(counts.shape), where=support > 0)
+    values = shares if normalize else counts
+
+    side = min(max(5.0, 0.45 * n + 2.5), 26.0)  # inches; a 100-class matrix still fits a screen
+    fontsize = float(np.clip(0.45 * side * 72 / n, 5, 10))  # about half a cell's height in points
+    fig = _figure(side + 1.5, side)
+    ax = fig.subplots()
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else max(1, values.max()),
+                      interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of true class" if normalize else "images")
+
+    slant = {"rotation": 45, "ha": "right", "rotation_mode": "anchor"} if n <= 10 else {"rotation": 90}
+    ax.set_xticks(range(n), class_names, fontsize=fontsize, **slant)
+    ax.set_yticks(range(n), class_names, fontsize=fontsize)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    total = int(counts.sum())
+    correct = int(np.trace(counts))
+    ax.set_title(f"{total} images, {correct / total:.1%} correct" if total else "no images")
+
+    if n <= CELL_TEXT_MAX_CLASSES:
+        both = normalize and n <= 12
+        threshold = (1 if normalize else max(1, values.max())) / 2
+        for i in range(n):
+            for j in range(n):
+                if normalize:
+                    text = f"{shares[i, j]:.0%}" + (f"\n{counts[i, j]}" if both else "")
+                else:
+                    text = str(counts[i, j])
+                ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
+                        color="white" if values[i, j] > threshold else "black")
+    return fig
+
+
+def confusion_matrix(matrix: np.ndarray, class_names: list[str], out: Path,
+                     normalize: bool = True) -> Path:
+    """Plot a confusion matrix (rows true, columns predicted) as a heat map.
+
+    Cells show the share of the true class (and the count, up to 12 classes) when `normalize`,
+    else counts; above 30 classes the cells carry no text and only the colours remain.
+
+    Args:
+        matrix: integer counts, shape [C, C].
+        class_names: C names, in the order of the rows.
+        out: the PNG to write.
+        normalize: colour and label cells by share of the row instead of count.
+
+    Returns:
+        `out`.
+    """
+    return _save(confusion_matrix_figure(matrix, class_names, normalize), out)
+
+
+# --- prediction sheet ------------------------------------------------------------------------
+
+def _displayable(image: np.ndarray) -> tuple[np.ndarray, dict]:
+    """An HxWxC image (uint8, or float 0..255) as imshow arguments, without autoscaling."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    image = np.clip(image.astype(np.float32), 0, 255) / 255.0
+    if image.ndim == 2:
+        return image, {"cmap": "gray", "vmin": 0.0, "vmax": 1.0}
+    return image, {}
+
+
+def top_bar_colour(item: dict) -> str:
+    """Blue when the top class is the true label, red when it is not, grey when unknown."""
+    if item.get("true_label") is None:
+        return UNKNOWN_COLOUR
+    return RIGHT_COLOUR if item["top"][0]["label"] == item["true_label"] else WRONG_COLOUR
+
+
+def predictions_figure(items: list[dict]):
+    """Build the prediction sheet (see `predictions`)."""
+    if not items:
+        raise ValueError("no predictions to plot")
+    shown = items[:MAX_PREDICTION_ROWS]
+    slots = max(len(item["top"]) for item in shown)  # same bar height in every row
+    fig = _figure(9, 2.2 * len(shown) + (0.4 if len(items) > len(shown) else 0))
+    axes = fig.subplots(len(shown), 2, squeeze=False, width_ratios=[1, 2])
+    for (image_ax, bar_ax), item in zip(axes, shown):
+        pixels, kwargs = _displayable(item["image"])
+        image_ax.imshow(pixels, **kwargs)
+        image_ax.set_axis_off()
+        true_label = item.get("true_label")
+        title = Path(item["path"]).name + (f"\ntrue: {true_label}" if true_label is not None else "")
+        image_ax.set_title(title, fontsize=9)
+
+        labels = [str(t["label"]) for t in item["top"]]
+        probs = [float(t["prob"]) for t in item["top"]]
+        colours = [top_bar_colour(item)] + [OTHER_COLOUR] * (len(probs) - 1)
+        bars = bar_ax.barh(range(len(probs)), probs, color=colours)
+        bar_ax.bar_label(bars, labels=[f"{p:.1%}" for p in probs], padding=3, fontsize=8)
+        bar_ax.set_yticks(range(len(probs)), labels, fontsize=9)
+        bar_ax.set_ylim(slots - 0.5, -0.5)  # most likely class on top
+        bar_ax.set_xlim(0, 1.15)
+        bar_ax.set_xlabel("probability", fontsize=8)
+        bar_ax.spines[["top", "right"]].set_visible(False)
+    if len(items) > len(shown):
+        fig.suptitle(f"showing the first {len(shown)} of {len(items)} images")
+    return fig
+
+
+def predictions(items: list[dict], out: Path) -> Path:
+    """Plot each image beside a bar chart of its top-k class probabilities, a row per image.
+
+    The top bar is blue when it is the true label, red when it is not, grey when the true label
+    is unknown. At most 32 rows are drawn; the title says when images were left out.
+
+    Args:
+        items: dicts with "path" (str), "image" (HxWxC, C 1 or 3, uint8 or float 0..255),
+            "top" ([{"label", "prob"}, ...], most likely first) and "true_label" (str or None).
+        out: the PNG to write.
+
+    Returns:
+        `out`.
+    """
+    return _save(predictions_figure(items), out)

@@ -1,0 +1,119 @@
+"""Run directories: where a training run writes its config, environment, checkpoints and results."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from cnnctl import __version__
+from cnnctl import config as config_lib
+from cnnctl.errors import CnnctlError
+
+CONFIG = "config.yaml"
+CLASS_NAMES = "class_names.json"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+CURVES = "curves.png"
+ENVIRONMENT = "environment.json"
+CHECKPOINTS = "checkpoints"
+BEST = "best.keras"
+LAST = "last.keras"
+LOGS = "logs"
+
+
+def default_dir(loaded: config_lib.LoadedConfig) -> Path:
+    """runs/<config name>/<timestamp>/ (run.dir and run.name may change both parts)."""
+    name = loaded.config.run.name or Path(loaded.file).stem
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(loaded.config.run.dir) / name / stamp
+    n = 1
+    while path.exists():  # two runs in the same second
+        n += 1
+        path = Path(loaded.config.run.dir) / name / f"{stamp}-{n}"
+    return path
+
+
+def create(loaded: config_lib.LoadedConfig, run_dir: Path | None) -> Path:
+    """Make the run directory (refusing one that already holds a run) and write config.yaml.
+
+    Raises:
+        CnnctlError: the directory cannot be created or already holds a run.
+    """
+    path = Path(run_dir) if run_dir else default_dir(loaded)
+    if (path / CONFIG).exists():
+        raise CnnctlError(f"{path}: already holds a run (config.yaml exists); choose another "
+                          "--run-dir or remove it")
+    try:
+        (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        write_config(path, loaded.config)
+    except OSError as e:
+        raise CnnctlError(f"{path}: cannot create the run directory ({e.strerror}); choose a "
+                          "writable --run-dir or run.dir") from None
+    return path
+
+
+def write_config(path: Path, config: config_lib.Config) -> None:
+    """The resolved config (defaults filled in, overrides applied), readable by `cnnctl`."""
+    data = config.model_dump(mode="json")
+    (path / CONFIG).write_text("# resolved config of this run; `cnnctl train` reads it as is\n"
+                               + yaml.safe_dump(data, sort_keys=False))
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def environment() -> dict:
+    """Versions, devices and git commit: what is needed to reproduce or explain a run."""
+    from cnnctl.backend import keras
+
+    env = {
+        "cnnctl": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "command": sys.argv,
+        "time": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    try:
+        import tensorflow as tf
+
+        env["tensorflow"] = tf.__version__
+        env["devices"] = [d.name for d in tf.config.list_physical_devices()]
+    except ImportError:
+        env["tensorflow"] = None
+    try:
+        import numpy
+
+        env["numpy"] = numpy.__version__
+    except ImportError:  # pragma: no cover - numpy comes with keras
+        pass
+    env["git_commit"] = _git_commit(Path.cwd())
+    env["cpu_count"] = os.cpu_count()
+    return env
+
+
+def _git_commit(where: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def load_config(run_dir: Path) -> config_lib.LoadedConfig:
+    """The config a run was trained with."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise CnnctlError(f"{run_dir}: not a run directory (no {CONFIG}); give a directory "
+                          "written by `cnnctl train`")
+    return config_lib.load(path)
