@@ -50,9 +50,11 @@ def check(
 ) -> None:
     """Validate a config and build its model without data: per-layer shapes, params, FLOPs."""
     from cnnctl import config as config_lib
+
+    loaded = config_lib.load(config, set_)  # config errors come before the seconds Keras takes to import
     from cnnctl import summary
 
-    info = summary.describe(config_lib.load(config, set_))
+    info = summary.describe(loaded)
     if as_json:
         print(json.dumps(info, indent=2))
     else:

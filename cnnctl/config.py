@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import pydantic
-from pydantic import (Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+from pydantic import (BeforeValidator, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                       ValidationInfo, field_validator, model_validator)
 
 from cnnctl import yaml_source
@@ -102,17 +104,25 @@ class DataConfig(Strict):
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 
 
+def _range(value: Any) -> Any:
+    """A `[low, high]` list from YAML is the (low, high) tuple Keras takes."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+Factor = Annotated[Union[NonNegativeFloat, tuple[float, float]], BeforeValidator(_range)]
+
+
 class AugmentLayer(Strict):
     type: Literal["random_flip", "random_rotation", "random_zoom", "random_translation",
                   "random_contrast", "random_brightness", "random_crop"] = Field(
         description="A Keras random preprocessing layer.")
     mode: Literal["horizontal", "vertical", "horizontal_and_vertical"] | None = Field(
         None, description="random_flip (default horizontal).")
-    factor: Union[NonNegativeFloat, tuple[float, float]] | None = Field(
+    factor: Factor | None = Field(
         None, description="rotation (fraction of a full turn), zoom, contrast, brightness.")
-    height_factor: Union[NonNegativeFloat, tuple[float, float]] | None = Field(
+    height_factor: Factor | None = Field(
         None, description="zoom, translation (fraction of the height).")
-    width_factor: Union[NonNegativeFloat, tuple[float, float]] | None = Field(
+    width_factor: Factor | None = Field(
         None, description="zoom, translation (fraction of the width).")
     height: PositiveInt | None = Field(None, description="random_crop: crop height.")
     width: PositiveInt | None = Field(None, description="random_crop: crop width.")
@@ -271,86 +281,216 @@ def load(path: str | Path, overrides: list[str] | None = None) -> LoadedConfig:
 
 
 def _apply_override(source: yaml_source.Source, item: str) -> None:
-    """Apply one `path.to.key=value` override; the value is read as YAML."""
+    """Apply one `path.to.key=value` override; the value is read as YAML.
+
+    Raises:
+        CnnctlError: the override is malformed, its value has a YAML tag, or its path goes
+            through a value that is not a mapping or a list.
+    """
     key, sep, raw = item.partition("=")
-    if not sep or not key:
-        raise CnnctlError(f"--set {item!r}: expected path.to.key=value, e.g. --set train.epochs=1")
-    try:
-        value = yaml_source.parse(raw, "--set").data if raw.strip() else None
-    except ConfigError:
-        value = raw
     parts: list[Any] = []
-    for part in key.split("."):
-        name, _, rest = part.partition("[")
-        parts.append(name)
-        for index in filter(None, rest.replace("]", "").split("[")):
-            parts.append(int(index))
+    for part in key.strip().split(".") if sep else [""]:
+        match = _OVERRIDE_PART.fullmatch(part)
+        if not match:
+            raise CnnctlError(f"--set {item!r}: expected path.to.key=value, e.g. --set "
+                              "train.epochs=1 or --set model.layers[0].filters=16")
+        parts.append(match[1])
+        parts.extend(int(index) for index in re.findall(r"\d+", match[2]))
+    value = _override_value(item, raw)
     node = source.data
-    for depth, part in enumerate(parts[:-1]):
-        if isinstance(part, int):
-            if not isinstance(node, list) or part >= len(node):
-                raise CnnctlError(f"--set {item!r}: {yaml_source.format_path(parts[:depth + 1])} "
+    for depth, part in enumerate(parts):
+        here, where = tuple(parts[:depth + 1]), yaml_source.format_path(parts[:depth]) or "the top level"
+        if isinstance(part, int) and not (isinstance(node, list) and part < len(node)):
+            raise CnnctlError(f"--set {item!r}: {yaml_source.format_path(here)} is not in the config"
+                              + (f" ({where} has {len(node)} item(s))" if isinstance(node, list) else ""))
+        if isinstance(part, str) and not isinstance(node, dict):
+            raise CnnctlError(f"--set {item!r}: {where} is not a mapping")
+        if depth == len(parts) - 1:
+            node[part] = value
+            break
+        if isinstance(part, str) and node.get(part) is None:
+            if isinstance(parts[depth + 1], int):
+                raise CnnctlError(f"--set {item!r}: {yaml_source.format_path(parts[:depth + 2])} "
                                   "is not in the config")
-            node = node[part]
-        else:
-            if not isinstance(node, dict):
-                raise CnnctlError(f"--set {item!r}: {yaml_source.format_path(parts[:depth])} is not a mapping")
-            node = node.setdefault(part, {})
-    if isinstance(parts[-1], int) and (not isinstance(node, list) or parts[-1] >= len(node)):
-        raise CnnctlError(f"--set {item!r}: {key} is not in the config")
-    node[parts[-1]] = value
+            node[part] = {}  # a section that is absent or empty in the file comes from --set alone
+            source.overridden.add(here)
+        node = node[part]
     source.lines[tuple(parts)] = None  # errors in an override point at the override, not a line
-    source.overridden = getattr(source, "overridden", set()) | {tuple(parts)}
+    source.overridden.add(tuple(parts))
+
+
+_OVERRIDE_PART = re.compile(r"([^.\[\]=\s]+)((?:\[\d+\])*)")
+
+
+def _override_value(item: str, raw: str) -> Any:
+    """The value of `--set key=RAW`: RAW read as YAML, or the text itself where it is not YAML."""
+    if not raw.strip():
+        return None
+    try:
+        return yaml_source.parse(raw, "--set").data
+    except ConfigError as e:
+        if all(i.message.startswith(("YAML syntax error", "the file is empty")) for i in e.issues):
+            return raw
+        raise CnnctlError(f"--set {item!r}: {'; '.join(i.message for i in e.issues)}") from None
 
 
 def validate(source: yaml_source.Source, schema: Any, data: Any = None,
              prefix: tuple = (), line_path: tuple | None = None):
-    """Validate `data` (default: the whole file) against a schema, raising all errors with lines."""
+    """Validate `data` (default: the whole file) against a schema, raising all errors with lines.
+
+    Args:
+        source: the parsed file, for lines and `--set` overrides.
+        schema: a pydantic model class or any type pydantic can validate.
+        data: the value to validate; default: the whole file.
+        prefix: the config path of `data`, put in front of each error's path.
+        line_path: where to look up lines, when not `prefix` (a block's layers used elsewhere).
+
+    Returns:
+        The validated value.
+
+    Raises:
+        ConfigError: every problem pydantic found, in plain words, each with its line.
+    """
     data = source.data if data is None else data
     try:
         if isinstance(schema, type) and issubclass(schema, pydantic.BaseModel):
             return schema.model_validate(data)
         return pydantic.TypeAdapter(schema).validate_python(data)
     except pydantic.ValidationError as e:
-        issues = [_issue(source, schema, err, prefix, line_path) for err in e.errors()]
+        errors = e.errors()
+    found = [_issue(source, schema, _in_input(err, data), prefix, line_path) for err in errors]
+    raise ConfigError(list(dict.fromkeys(f.issue for f in _tidy(found))))
+
+
+def _in_input(err: dict, data: Any) -> dict:
+    """Cut list indices off an error's location where the input had a scalar there.
+
+    `kernel_size: 0` is read as `[0, 0]`: its error belongs at kernel_size, not at
+    kernel_size[0] and kernel_size[1], which the file does not have.
+    """
+    loc, node = err["loc"], data
+    for depth, part in enumerate(loc):
+        if isinstance(node, dict) and part in node or isinstance(node, list) and (
+                isinstance(part, int) and part < len(node)):
+            node = node[part]
+        elif isinstance(part, int) and not isinstance(node, dict | list) and all(
+                isinstance(p, int) for p in loc[depth:]):
+            return {**err, "loc": loc[:depth], "input": node}
+        elif isinstance(node, dict | list):  # a key pydantic adds (a union member, [key]): skip
+            continue
+        else:
+            break
+    return err
+
+
+class _Found(typing.NamedTuple):
+    """One pydantic error turned into an issue, with what `_tidy` needs to merge or drop it."""
+
+    issue: ConfigIssue
+    path: tuple  # the whole config path
+    kind: str  # pydantic's error type
+    got: str  # the value as shown in "(got VALUE)", or "" when the message does not show it
+    via_union: bool  # one of the errors of a value that fits none of a union's members
+
+
+def _tidy(found: list[_Found]) -> list[_Found]:
+    """Drop errors that only echo another one and merge the errors of one union value."""
     # "missing 'filters'" says nothing new beside "unknown key 'filtres' (did you mean 'filters'?)"
-    suggested = {(i.path.rsplit(".", 1)[0], i.message.split("did you mean ")[1].split("'")[1])
-                 for i in issues if i.message.startswith("unknown key") and "did you mean" in i.message}
-    raise ConfigError([i for i in issues if not (i.message.startswith("missing required key")
-                                                  and tuple(i.path.rsplit(".", 1)) in suggested)])
+    suggested = {f.path[:-1] + (m[1],) for f in found if f.kind == "extra_forbidden"
+                 for m in [re.search(r"did you mean '([^']*)'", f.issue.message)] if m}
+    # pydantic adds "should have at least 2 items after validation" when an item is invalid
+    echoes = {f.path for f in found if f.kind == "length_after_validation"}
+    broken = {p for f in found for p in echoes
+              if f.path[:len(p)] == p and f.kind != "length_after_validation"}
+    kept = [f for f in found if not (f.kind == "missing" and f.path in suggested)
+            and not (f.kind == "length_after_validation" and f.path in broken)]
+    out: list[_Found] = []
+    for f in kept:
+        if not f.via_union:
+            out.append(f)
+            continue
+        group = [g for g in kept if g.via_union and g.path == f.path]
+        if f is not group[0]:
+            continue
+        # A value of the right type with a bad value says more than "must be a list" from the
+        # other members; only when it fits no member at all are all the alternatives listed.
+        specific = [g for g in group if g.kind not in _TYPE_KINDS]
+        if specific:
+            out.extend(specific)
+            continue
+        whats = [g.issue.message.removesuffix(f" (got {g.got})").removeprefix("must be ") for g in group]
+        joiner = ", or " if any(" or " in w for w in whats) else " or "
+        message = f"must be {joiner.join(dict.fromkeys(whats))} (got {f.got})"
+        out.append(f._replace(issue=dataclasses.replace(f.issue, message=message)))
+    return out
 
 
-def _issue(source, schema, err, prefix, line_path) -> ConfigIssue:
+_TYPE_KINDS = {"int_type", "int_parsing", "int_from_float", "float_type", "float_parsing",
+               "bool_type", "bool_parsing", "string_type", "list_type", "tuple_type", "dict_type",
+               "model_type", "model_attributes_type", "literal_error", "none_required"}
+
+
+def _issue(source, schema, err, prefix, line_path) -> _Found:
     """Turn one pydantic error into a located, readable ConfigIssue."""
-    path, model = _strip_tags(schema, err["loc"])
+    path, model, via_union, is_key = _strip_tags(schema, err["loc"])
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    got = _shown(value)
+    if kind in ("too_short", "too_long") and isinstance(value, list | tuple) and (
+            ctx.get("actual_length") != len(value)):  # counts only the valid items: an echo
+        kind = "length_after_validation"
     if kind == "extra_forbidden":
         allowed = sorted(model.model_fields) if model else []
         msg = f"unknown key {path[-1]!r}{did_you_mean(path[-1], allowed)}"
         if allowed:
             msg += f"; allowed keys: {', '.join(allowed)}"
-    elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        got = ""
+    elif kind == "union_tag_invalid":
         tag = ctx.get("tag")
-        if tag is None:
+        msg = (f"unknown layer type {tag!r}{did_you_mean(tag, LAYER_SPECS)}; layer types: "
+               f"{', '.join(LAYER_SPECS)} (or `block:` for a block of model.blocks)")
+        path, got = path + ("type",), ""
+    elif kind == "union_tag_not_found" and not isinstance(value, dict):
+        msg = f"a layer must be a mapping, e.g. {{type: dense, units: 10}} (got {got})"
+    elif kind == "union_tag_not_found":
+        typo = next((k for k in value if isinstance(k, str) and did_you_mean(k, ("type", "block"))), None)
+        if typo is None:
             msg = "missing `type:` (or `block:`); give a layer type such as conv2d or dense"
         else:
-            msg = f"unknown layer type {tag!r}{did_you_mean(tag, LAYER_SPECS)}"
-            path = path + ("type",)
+            msg = (f"unknown key {typo!r}{did_you_mean(typo, ('type', 'block'))}; a layer needs "
+                   "`type:` (a layer type such as conv2d or dense) or `block:`")
+            path = path + (typo,)
+        got = ""
     elif kind == "missing":
-        msg = f"missing required key {path[-1]!r}"
+        msg, got = f"missing required key {path[-1]!r}", ""
     elif kind == "literal_error":
-        msg = f"must be one of {ctx.get('expected')}{did_you_mean(value, _literal_choices(ctx))} (got {value!r})"
+        choices = _literal_choices(ctx)
+        msg = (f"must be {'one of ' if len(choices) > 1 else ''}{ctx.get('expected')}"
+               f"{did_you_mean(value, choices)} (got {got})")
     elif kind == "value_error":
-        msg = str(ctx.get("error", err["msg"]))
+        msg, got = str(ctx.get("error", err["msg"])), ""
+    elif kind == "string_pattern_mismatch":
+        what = _PATTERNS.get(ctx.get("pattern"), f"must match the pattern {ctx.get('pattern')}")
+        msg = f"{'the key ' if is_key else ''}{what} (got {got})"
     elif kind in _MESSAGES:
-        msg = f"{_MESSAGES[kind].format(**ctx)} (got {value!r})"
+        msg = f"{_MESSAGES[kind].format(**ctx)} (got {got})"
     else:
-        msg = f"{err['msg'][0].lower()}{err['msg'][1:]} (got {value!r})"
+        msg = f"{err['msg'][0].lower()}{err['msg'][1:]} (got {got})"
     full = tuple(prefix) + tuple(path)
-    located = source.issue(tuple(line_path or prefix) + tuple(path), msg)
-    if getattr(source, "overridden", None) and any(full[:len(o)] == o for o in source.overridden):
-        return ConfigIssue("--set", None, yaml_source.format_path(full), msg)
-    return ConfigIssue(located.file, located.line, yaml_source.format_path(full), msg)
+    if any(full[:len(o)] == o for o in source.overridden):
+        issue = ConfigIssue("--set", None, yaml_source.format_path(full), msg)
+    else:
+        located = source.issue(tuple(line_path or prefix) + tuple(path), msg)
+        issue = ConfigIssue(located.file, located.line, yaml_source.format_path(full), msg)
+    return _Found(issue, full, kind, got, via_union)
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it in YAML: null, true, 3, 'text', [1, 2]."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)
 
 
 _MESSAGES = {
@@ -371,9 +511,13 @@ _MESSAGES = {
     "dict_type": "must be a mapping of keys to values",
     "model_type": "must be a mapping of keys to values",
     "model_attributes_type": "must be a mapping of keys to values",
-    "string_pattern_mismatch": "must be a name of letters, digits and underscores",
     "too_short": "must have at least {min_length} item(s)",
     "too_long": "must have at most {max_length} item(s)",
+}
+
+_PATTERNS = {
+    NAME_PATTERN: "must be a name of letters, digits and underscores, not starting with a digit",
+    r"^[A-Za-z0-9_.-]+$": "must be letters, digits, '_', '.' and '-' only",
 }
 
 
@@ -381,19 +525,38 @@ def _literal_choices(ctx: dict) -> list[str]:
     return [c.strip(" '\"") for c in str(ctx.get("expected", "")).replace(" or ", ",").split(",")]
 
 
-def _strip_tags(schema, loc) -> tuple[tuple, type | None]:
-    """Drop pydantic's union-member tags from an error location; return the path and the model
-    class that holds its last key (for "allowed keys")."""
+def _strip_tags(schema, loc) -> tuple[tuple, type | None, bool, bool]:
+    """Drop what is not the user's path from a pydantic error location.
+
+    Pydantic puts the tag of a discriminated-union member (`conv2d`), the name of a plain
+    union member (`constrained-float`, `tuple[float, float]`) and `[key]` (the error is in a
+    mapping key, not its value) in error locations.
+
+    Returns:
+        The user's path; the model class that holds its last key (for "allowed keys"); whether
+        a union member's name was dropped; whether the error is about a key.
+    """
     path: list[Any] = []
     types: list[Any] = [schema]
     holder = None
+    via_union = is_key = False
     for part in loc:
-        members = [m for t in types for m in _members(t)]
-        models = [m for m in members if isinstance(m, type) and issubclass(m, pydantic.BaseModel)]
-        tagged = [m for m in models if _tag_of(m) == part]
-        if tagged:  # a discriminated-union tag: not part of the user's path
-            types = tagged
+        if part == "[key]":
+            is_key = True
             continue
+        members = [m for t in types for m in _members(t) if m is not type(None)]
+        models = [m for m in members if isinstance(m, type) and issubclass(m, pydantic.BaseModel)]
+        if isinstance(part, str) and len(members) > 1:
+            tagged = [m for m in models if _tag_of(m) == part]
+            if tagged:  # a discriminated-union tag
+                types = tagged
+                continue
+            if not any(part in m.model_fields for m in models) and not any(
+                    typing.get_origin(m) is dict for m in members):
+                via_union = True  # the name of the union member that failed: a model's class
+                types = [m for m in models if m.__name__ == part] or [  # name or a type's repr
+                    m for m in members if m not in models]
+                continue
         holder = models[0] if models else None
         path.append(part)
         nxt: list[Any] = []
@@ -409,7 +572,7 @@ def _strip_tags(schema, loc) -> tuple[tuple, type | None]:
             elif origin is dict and isinstance(part, str):
                 nxt.append(typing.get_args(m)[1])
         types = nxt
-    return tuple(path), holder if path and isinstance(path[-1], str) else None
+    return tuple(path), holder if path and isinstance(path[-1], str) else None, via_union, is_key
 
 
 def _tag_of(cls) -> str | None:
@@ -432,6 +595,11 @@ def _members(t) -> list:
 def json_schema() -> dict:
     """The JSON Schema of a config file, for editors (yaml-language-server)."""
     schema = Config.model_json_schema()
+    # `loss: NAME` and `metrics: [NAME]` are short for `{name: NAME}`
+    for name in ("LossConfig", "MetricConfig"):
+        full = schema["$defs"][name]
+        short = {"type": "string", "enum": full["properties"]["name"]["enum"]}
+        schema["$defs"][name] = {"anyOf": [short, full]}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "cnnctl config"
     return schema

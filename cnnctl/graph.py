@@ -81,11 +81,11 @@ class Expander:
         inputs = self._resolve_inputs(spec.inputs, path, scope)
         if inputs is None:
             return
-        base = self._name_for(spec.name, spec.type, scope)
         for r in range(spec.repeat):
-            name = base if spec.repeat == 1 else f"{base}_{r + 1}"
-            if spec.name is None and r > 0:
+            if spec.name is None:  # each copy takes the next automatic name: conv2d_1, conv2d_2
                 name = self._auto_name(spec.type, scope)
+            else:
+                name = scope.prefix + spec.name + (f"_{r + 1}" if spec.repeat > 1 else "")
             if not self._claim(name, path):
                 return
             node_inputs = inputs if r == 0 else [scope.previous]
@@ -129,11 +129,11 @@ class Expander:
             return
         template_path = ("model", "blocks", call.block, "layers")
         for r in range(call.repeat):
-            self.block_uses[call.block] += 1
             if call.name:
                 instance = call.name if call.repeat == 1 else f"{call.name}_{r + 1}"
-            else:
-                instance = f"{call.block}{self.block_uses[call.block]}"
+            else:  # numbered among the unnamed uses in the same scope: basic1, basic2, ...
+                self.block_uses[scope.prefix + call.block] += 1
+                instance = f"{call.block}{self.block_uses[scope.prefix + call.block]}"
             instance = scope.prefix + instance
             inner = _Scope(instance + "_", inputs[0] if r == 0 else scope.previous)
             for j, raw in enumerate(template.layers):
@@ -201,9 +201,6 @@ class Expander:
                     f"of the same {'block' if scope.prefix else 'model'} or `input`"))
                 return None
         return out
-
-    def _name_for(self, name: str | None, type_: str, scope: _Scope) -> str:
-        return scope.prefix + name if name else self._auto_name(type_, scope)
 
     def _auto_name(self, type_: str, scope: _Scope) -> str:
         key = scope.prefix + type_

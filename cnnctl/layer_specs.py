@@ -23,9 +23,10 @@ def pair(value: Any) -> Any:
     """Accept `3` as shorthand for `[3, 3]` (kernel sizes, strides, pool sizes, ...)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
-    if isinstance(value, list | tuple) and len(value) != 2:
-        raise ValueError(f"must be a number or a list of two numbers [height, width] (got {value!r})")
-    return value
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError("must be a whole number or a list of two whole numbers [height, width] "
+                         f"(got {value!r})")
+    return tuple(value)
 
 
 def _pair_schema(item: dict) -> WithJsonSchema:
@@ -41,7 +42,8 @@ IntPair = Annotated[tuple[PositiveInt, PositiveInt], BeforeValidator(pair),
 class Strict(BaseModel):
     """Base of every config section: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # strict: `filters: "32"` or `epochs: true` are mistakes, not values to coerce
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
 
 
 class LayerBase(Strict):
@@ -229,7 +231,7 @@ class Concatenate(MergeBase):
 class BlockCall(BaseModel):
     """Use of a block template from `model.blocks`; other keys are the template's parameters."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     block: str = Field(description="Name of a template in `model.blocks`.")
     name: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
     inputs: list[Annotated[str, Field(pattern=NAME_PATTERN)]] | None = None

@@ -49,14 +49,14 @@ def build_with_info(loaded: config_lib.LoadedConfig) -> tuple[keras.Model, list[
     previous = graph_lib.INPUT
     if cfg.backbone is not None:
         base = _backbone(loaded, cfg.input_shape)
-        tensors[base.name] = base(inputs)
+        # model.layers follow the backbone: for them (and the blocks they use), `input` is its
+        # output, whether named in `inputs` or implied as the first layer's input
+        tensors[base.name] = tensors[graph_lib.INPUT] = base(inputs)
         stack.append(base)
         infos.append(LayerInfo(base, f"backbone {cfg.backbone.name}", [tuple(inputs.shape)],
                                tuple(tensors[base.name].shape)))
         previous = base.name
     for node in graph.nodes:
-        node.inputs = [previous if n == graph_lib.INPUT and cfg.backbone and not
-                       node.spec.inputs else n for n in node.inputs]
         layer = LAYERS[node.spec.type](node.spec, node.name)
         args = [tensors[n] for n in node.inputs]
         _check_window(loaded, node, args[0].shape)

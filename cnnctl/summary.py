@@ -40,6 +40,8 @@ def _shape(layer, which: str) -> tuple:
     except (AttributeError, ValueError):
         return ()
     if isinstance(tensor, (list, tuple)):
+        if not tensor:  # an InputLayer inside a nested model has `input == []`
+            return ()
         tensor = tensor[0]
     return tuple(tensor.shape)
 

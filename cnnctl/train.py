@@ -25,7 +25,7 @@ def assemble(loaded: config_lib.LoadedConfig) -> keras.Model:
     shape = tuple(cfg.model.input_shape)
     front = []
     if cfg.augmentation.placement == "model":
-        front += data_lib.augmentation_layers(cfg.augmentation)
+        front += data_lib.augmentation_layers(cfg.augmentation, seed=cfg.train.seed)
     if cfg.data is not None:
         prep = data_lib.preprocessing_layer(cfg.data.preprocessing, shape[-1])
         if prep is not None:
@@ -129,7 +129,7 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, verbose:
             verbose = 1 if sys.stdout.isatty() else 2
         history = model.fit(splits.train, validation_data=splits.val, epochs=cfg.train.epochs,
                             callbacks=_callbacks(cfg, path, splits.val is not None),
-                            verbose=verbose)
+                            verbose=verbose, shuffle=False)  # the pipeline shuffles
         if _nan(history):
             raise CnnctlError(f"training stopped: the loss became NaN or infinite in epoch "
                               f"{len(history.epoch)}; lower optimizer.learning_rate or set "

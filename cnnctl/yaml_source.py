@@ -78,7 +78,7 @@ def parse(text: str, file: str) -> Source:
         raise ConfigError([ConfigIssue(file, line, "", f"YAML syntax error: {message}")]) from None
     except yaml.YAMLError as e:
         raise ConfigError([ConfigIssue(file, None, "", f"YAML syntax error: {e}")]) from None
-    if node is None:
+    if node is None or node.tag == "tag:yaml.org,2002:null" and node.value == "":  # or just `---`
         raise ConfigError([ConfigIssue(file, 1, "", "the file is empty; a config needs at least a `model:` section")])
     builder = _Builder(loader, file)
     builder.lines[()] = node.start_mark.line + 1
@@ -97,17 +97,20 @@ def _syntax_error(e: yaml.MarkedYAMLError) -> tuple[int | None, str]:
     problem_line = e.problem_mark.line + 1 if e.problem_mark else None
     context_line = e.context_mark.line + 1 if e.context_mark else None
     context = e.context or ""
-    if "quoted scalar" in context:  # the problem is at the end of the file; the quote opened earlier
-        return context_line, f"a quoted string starts on this line and is never closed ({problem})"
+    if "quoted scalar" in context and "end of stream" in problem:  # found at the end of the file
+        return context_line, "a quoted string starts on this line and is never closed"
+    if "escape character" in problem:
+        return problem_line, (f"{problem} in a double-quoted string; use single quotes, or write "
+                              "a backslash as \\\\")
     for kind, bracket in (("flow sequence", "["), ("flow mapping", "{")):
         if kind in context:
-            found = problem.split(", but ")[-1] if ", but " in problem else problem
             return context_line, (f"the `{bracket}` opened on this line is not closed "
-                                  f"({found} on line {problem_line}; {problem.split(',')[0]})")
+                                  f"({problem} on line {problem_line})")
     if "'\\t'" in problem:
         return problem_line, "a tab character; indent YAML with spaces only"
     if context.startswith("while parsing a block") and "expected <block end>" in problem:
-        return problem_line, (f"this line's indentation does not fit the {context.split()[-1]} "
+        inside = {"mapping": "mapping", "collection": "list"}.get(context.split()[-1], context.split()[-1])
+        return problem_line, (f"this line's indentation does not fit the {inside} "
                               f"that starts on line {context_line}; indent keys of one mapping "
                               "(and items of one list) equally")
     if problem == "mapping values are not allowed here":
@@ -169,10 +172,10 @@ class _Builder:
 
     def _key(self, key_node: yaml.Node, path: Path) -> str | None:
         """A mapping key as the text the user wrote (`1:` and `on:` are names, not 1 and True)."""
+        if not self._plain(key_node, path):
+            return None
         if not isinstance(key_node, yaml.ScalarNode):
             self.problem(key_node, path, "a key must be a name, not a list or a mapping")
-            return None
-        if not self._plain(key_node, path):
             return None
         return key_node.value
 

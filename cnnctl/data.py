@@ -1,0 +1,302 @@
+"""Training data: a config's data set as batched tf.data pipelines, and the preprocessing and
+augmentation layers that go with it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from cnnctl import images, sources
+from cnnctl.backend import keras
+from cnnctl.errors import CnnctlError
+
+import tensorflow as tf  # after cnnctl.backend, which silences TensorFlow's start-up noise
+
+SPLITS = ("train", "val", "test")
+LABEL_MODES = ("int", "categorical", "binary")
+
+
+@dataclasses.dataclass
+class Splits:
+    """A data set ready for `model.fit` / `model.evaluate`.
+
+    Images are float32 [B, H, W, C] with pixel values 0..255 (preprocessing is in the model).
+    """
+
+    train: "tf.data.Dataset | None"  # shuffled each epoch with the seed; augmented if placement: pipeline
+    val: "tf.data.Dataset | None"  # not shuffled, never augmented
+    test: "tf.data.Dataset | None"
+    class_names: list[str]
+    counts: dict[str, int]  # images per split, 0 for a split that is absent or not asked for
+    class_counts: dict[str, dict[str, int]]  # split -> class name -> images
+    skipped: list[tuple[str, str]]  # (path, reason) of unreadable files left out
+
+
+def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
+    """Load the data set of `config.data` as batched pipelines for a model with `input_shape`.
+
+    Args:
+        config: a validated `cnnctl.config.Config`; uses `data`, `train.batch_size`,
+            `train.seed` and `augmentation`.
+        input_shape: the model's (height, width, channels): images are resized to it and read
+            as grayscale (1 channel) or RGB (3).
+        label_mode: "int" (sparse int32), "categorical" (one-hot float32) or "binary"
+            (float32 [B, 1], two classes only).
+        splits: the splits to build; the others are None.
+
+    Returns:
+        Splits. `data.max_train_samples` / `max_test_samples` keep the first N examples
+        (folders: in class-interleaved order, see `sources.folder_source`); `data.validation_split`
+        then moves a seeded random fraction of train into val.
+
+    Raises:
+        CnnctlError: the data cannot be found or read, or does not fit the model or loss.
+    """
+    data = config.data
+    if data is None:
+        raise CnnctlError("the config has no `data:` section; add one, e.g. "
+                          "data: {source: keras, name: mnist}")
+    if label_mode not in LABEL_MODES or not set(splits) <= set(SPLITS):
+        raise ValueError(f"label_mode must be one of {LABEL_MODES} and splits among {SPLITS}; "
+                         f"received label_mode={label_mode!r}, splits={splits!r}")
+    spec = images.image_spec(input_shape, data.image_size, data.color_mode)
+    carve = data.validation_split > 0
+    need = set(splits) - {"val"} | ({"train" if carve else "val"} if "val" in splits else set())
+    if carve:
+        need.add("train")  # validation images must be kept out of train even when val isn't built
+    class_names, parts = sources.SOURCES[data.source](data, need)
+
+    for name, limit in (("train", data.max_train_samples), ("test", data.max_test_samples)):
+        if name in parts and limit:
+            parts[name] = parts[name].take(slice(None, limit))
+    if carve and "train" in parts:
+        parts["train"], parts["val"] = _carve(parts["train"], data.validation_split, config.train.seed)
+
+    skipped: list[tuple[str, str]] = []
+    parts = {name: _prepare(part, spec, skipped) for name, part in parts.items() if name in splits}
+    if "train" in parts and not len(parts["train"]):
+        raise CnnctlError(f"data.train_dir: no readable images in {data.train_dir} "
+                          f"({len(skipped)} skipped as unreadable)")
+    if label_mode == "binary" and len(class_names) != 2:
+        raise CnnctlError(f"loss: binary_crossentropy needs 2 classes but the data has "
+                          f"{len(class_names)}; use categorical_crossentropy or "
+                          "sparse_categorical_crossentropy")
+
+    augment = []
+    if config.augmentation.placement == "pipeline":
+        augment = augmentation_layers(config.augmentation, seed=config.train.seed)
+    pipelines = {name: _pipeline(part, spec, len(class_names), label_mode, data, config.train,
+                                 training=name == "train", augment=augment if name == "train" else [])
+                 for name, part in parts.items()}
+    class_counts = {name: dict(zip(class_names, np.bincount(part.labels, minlength=len(class_names))
+                                   .tolist())) for name, part in parts.items()}
+    return Splits(train=pipelines.get("train"), val=pipelines.get("val"), test=pipelines.get("test"),
+                  class_names=list(class_names),
+                  counts={name: len(parts[name]) if name in parts else 0 for name in SPLITS},
+                  class_counts=class_counts, skipped=skipped)
+
+
+def _carve(part: sources.Part, fraction: float, seed: int) -> tuple[sources.Part, sources.Part]:
+    """Split off a seeded random `fraction` of a part as validation; both keep their order."""
+    n = len(part)
+    k = int(round(n * fraction))
+    if k == 0 or k == n:
+        raise CnnctlError(f"data.validation_split: {fraction} of {n} training images leaves "
+                          f"{'no validation' if k == 0 else 'no training'} images; use more data "
+                          f"or a {'larger' if k == 0 else 'smaller'} fraction")
+    order = np.random.default_rng(seed).permutation(n)
+    return part.take(np.sort(order[k:])), part.take(np.sort(order[:k]))
+
+
+def _prepare(part: sources.Part, spec: images.ImageSpec, skipped: list) -> sources.Part:
+    """Bring in-memory images to the model's shape; check every file, dropping unreadable ones."""
+    if part.images is not None:
+        return dataclasses.replace(part, images=images.fit_arrays(part.images, spec))
+    if part.encoded:
+        return part
+    checks = images.inspect_all(part.files.tolist())
+    skipped.extend((str(f), reason) for f, (_, reason) in zip(part.files, checks) if reason)
+    part = dataclasses.replace(part, native=np.array([native for native, _ in checks], bool))
+    return part.take(np.array([reason is None for _, reason in checks], bool))
+
+
+def _pipeline(part: sources.Part, spec, num_classes: int, label_mode: str, data, train, *,
+              training: bool, augment: list) -> tf.data.Dataset:
+    """A batched tf.data pipeline of (float32 images 0..255, labels) for one split."""
+    autotune = tf.data.AUTOTUNE
+    n, seed, batch_size = len(part), train.seed, train.batch_size
+    to_labels = {
+        "int": lambda y: y,
+        "categorical": lambda y: tf.one_hot(y, num_classes, dtype=tf.float32),
+        "binary": lambda y: tf.reshape(tf.cast(y, tf.float32), (-1, 1)),
+    }[label_mode]
+    labels = part.labels.astype(np.int32)
+    if part.images is not None:
+        # Like model.fit(x, y): shuffle indices, gather whole batches; the uint8 -> float32 cast
+        # happens per batch, vectorised, so an epoch costs no per-image Python or tf.data work.
+        indices = tf.data.Dataset.range(n)
+        if training:
+            indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        arrays = tf.data.Dataset.from_tensors((part.images, labels)).repeat()
+        ds = tf.data.Dataset.zip(indices.batch(batch_size), arrays).map(
+            lambda i, xy: (tf.cast(tf.gather(xy[0], i), tf.float32), to_labels(tf.gather(xy[1], i))),
+            num_parallel_calls=autotune)
+    else:
+        decode = images.decode_fn(spec, encoded=part.encoded)
+        ds = tf.data.Dataset.from_tensor_slices((part.files, part.native, labels))
+        if training and not data.cache:
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)  # file names: cheap
+        ds = ds.map(lambda f, native, y: (decode(f, native), y), num_parallel_calls=autotune)
+        if data.cache:
+            ds = ds.cache()  # decoded uint8 images, in memory, from the second epoch on
+            if training:
+                ds = ds.shuffle(min(data.shuffle_buffer, n), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), to_labels(y)),
+                                      num_parallel_calls=autotune)
+    if augment:
+        def apply(x, y):
+            for layer in augment:
+                x = layer(x, training=True)
+            return x, y
+        ds = ds.map(apply, num_parallel_calls=autotune)
+    return ds.prefetch(autotune)
+
+
+
+# --------------------------------------------------------------------------- layers
+def preprocessing_layer(preprocessing, channels: int) -> "keras.layers.Layer | None":
+    """One Rescaling layer computing (x * rescale - mean) / std per channel, or None when it
+    would do nothing. Put it first in the model, after any augmentation layers (those expect
+    0..255), so that a saved model carries its own preprocessing.
+
+    Raises:
+        CnnctlError: mean or std has neither 1 nor `channels` values.
+    """
+    rescale = 1.0 if preprocessing.rescale is None else float(preprocessing.rescale)
+    norm = preprocessing.normalize
+    if norm is None:
+        return None if rescale == 1.0 else keras.layers.Rescaling(rescale, name="preprocessing")
+    values = {}
+    for key in ("mean", "std"):
+        given = list(getattr(norm, key))
+        if len(given) not in (1, channels):
+            raise CnnctlError(f"data.preprocessing.normalize.{key}: needs 1 or {channels} values "
+                              f"(one per channel), got {len(given)}")
+        values[key] = given * channels if len(given) == 1 else given
+    scale = [rescale / s for s in values["std"]]
+    offset = [-m / s for m, s in zip(values["mean"], values["std"])]
+    return keras.layers.Rescaling(scale, offset, name="preprocessing")
+
+
+@keras.saving.register_keras_serializable(package="cnnctl")
+class RandomPadCrop(keras.layers.Layer):
+    """Pad-and-crop: pad each image to `height` x `width` and cut a random window of its own size
+    back out, independently per image, in training; the identity at inference.
+
+    The image keeps its size, so the model's input shape stays as configured (Keras's RandomCrop
+    would shrink it, and resize rather than pass through at inference). The classic CIFAR
+    "pad 4 pixels and crop 32x32" is `height: 40, width: 40`. Padding is zeros (fill_mode
+    constant) or a mirror image (reflect).
+    """
+
+    def __init__(self, height: int, width: int, fill_mode: str = "constant", seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.height, self.width, self.fill_mode, self.seed = height, width, fill_mode, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        for size, dim, key in ((self.height, input_shape[1], "height"), (self.width, input_shape[2], "width")):
+            if dim is not None and size < dim:
+                raise CnnctlError(f"augmentation random_crop: {key} {size} is smaller than the image "
+                                  f"{key} {dim}; it is the padded size a random {dim}-pixel window "
+                                  f"is cut from (e.g. {dim + 8} for 4 pixels of padding)")
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        ops = keras.ops
+        h, w = images.shape[1], images.shape[2]
+        top, left = (self.height - h) // 2, (self.width - w) // 2
+        padded = ops.pad(images, [[0, 0], [top, self.height - h - top],
+                                  [left, self.width - w - left], [0, 0]], mode=self.fill_mode)
+        batch = ops.shape(images)[0]
+        dy = keras.random.randint((batch, 1), 0, self.height - h + 1, seed=self.seed_generator)
+        dx = keras.random.randint((batch, 1), 0, self.width - w + 1, seed=self.seed_generator)
+        rows = ops.broadcast_to((dy + ops.arange(h))[:, :, None, None],
+                                (batch, h, self.width, images.shape[3]))
+        cropped = ops.take_along_axis(padded, rows, axis=1)
+        cols = ops.broadcast_to((dx + ops.arange(w))[:, None, :, None], (batch, h, w, images.shape[3]))
+        return ops.take_along_axis(cropped, cols, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "height": self.height, "width": self.width,
+                "fill_mode": self.fill_mode, "seed": self.seed}
+
+
+# type: (fields it may use, fields it needs: a tuple means any one of them)
+_AUGMENT_FIELDS = {
+    "random_flip": ({"mode"}, []),
+    "random_rotation": ({"factor", "fill_mode"}, ["factor"]),
+    "random_zoom": ({"factor", "height_factor", "width_factor", "fill_mode"}, [("height_factor", "factor")]),
+    "random_translation": ({"factor", "height_factor", "width_factor", "fill_mode"},
+                           [("height_factor", "factor"), ("width_factor", "factor")]),
+    "random_contrast": ({"factor"}, ["factor"]),
+    "random_brightness": ({"factor"}, ["factor"]),
+    "random_crop": ({"height", "width", "fill_mode"}, ["height", "width"]),
+}
+
+
+def augmentation_layers(augmentation, *, seed: int | None = None) -> list["keras.layers.Layer"]:
+    """Keras random preprocessing layers for `augmentation.layers`, active in training only.
+
+    They work on pixel values 0..255 (brightness and contrast use value_range (0, 255)), so they
+    go before `preprocessing_layer`. random_flip without `mode` flips both ways (Keras's
+    default); random_zoom's and random_translation's `factor` stands for both height_factor and
+    width_factor; random_crop is pad-and-crop, see `RandomPadCrop`.
+
+    Raises:
+        CnnctlError: a field is missing or does not apply, named as augmentation.layers[i].FIELD.
+    """
+    layers = []
+    for i, spec in enumerate(augmentation.layers):
+        where = f"augmentation.layers[{i}]"
+        allowed, needed = _AUGMENT_FIELDS[spec.type]
+        for extra in sorted(spec.model_fields_set - allowed - {"type"}):
+            raise CnnctlError(f"{where}.{extra}: {spec.type} does not use `{extra}`; it takes "
+                              f"{', '.join(sorted(allowed)) or 'no options'}")
+        for need in needed:
+            options = need if isinstance(need, tuple) else (need,)
+            if all(getattr(spec, o) is None for o in options):
+                raise CnnctlError(f"{where}.{options[0]}: {spec.type} needs `{'` or `'.join(options)}`")
+        layers.append(_augment_layer(spec, where, None if seed is None else seed + i))
+    return layers
+
+
+def _augment_layer(spec, where: str, seed):
+    kl = keras.layers
+    factor = spec.factor
+    if spec.type == "random_flip":
+        return kl.RandomFlip(spec.mode or "horizontal_and_vertical", seed=seed)
+    if spec.type == "random_rotation":
+        return kl.RandomRotation(factor, fill_mode=spec.fill_mode, seed=seed)
+    if spec.type == "random_zoom":
+        return kl.RandomZoom(spec.height_factor if spec.height_factor is not None else factor,
+                             spec.width_factor if spec.width_factor is not None else factor,
+                             fill_mode=spec.fill_mode, seed=seed)
+    if spec.type == "random_translation":
+        return kl.RandomTranslation(spec.height_factor if spec.height_factor is not None else factor,
+                                    spec.width_factor if spec.width_factor is not None else factor,
+                                    fill_mode=spec.fill_mode, seed=seed)
+    if spec.type == "random_contrast":
+        return kl.RandomContrast(factor, value_range=(0, 255), seed=seed)
+    if spec.type == "random_brightness":
+        return kl.RandomBrightness(factor, value_range=(0, 255), seed=seed)
+    fill = "constant" if "fill_mode" not in spec.model_fields_set else spec.fill_mode
+    if fill not in ("constant", "reflect"):
+        raise CnnctlError(f"{where}.fill_mode: random_crop pads with constant (zeros) or reflect, "
+                          f"not {fill}")
+    return RandomPadCrop(spec.height, spec.width, fill_mode=fill, seed=seed)

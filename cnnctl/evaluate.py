@@ -1,0 +1,407 @@
+"""Score a trained model on labelled data: accuracy, loss, per-class metrics, confusion matrix."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from cnnctl import runs
+from cnnctl.errors import CnnctlError
+
+from cnnctl.backend import keras
+
+FULL_MATRIX_MAX_CLASSES = 20  # above this the text report lists the most confused pairs
+MOST_CONFUSED = 10
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+def evaluate(model: keras.Model, dataset, class_names: list[str]) -> dict:
+    """Predict every batch of `dataset` and score the predictions against its labels.
+
+    Images and labels are taken from the same pass over the data, so a dataset that reshuffles
+    on every iteration is scored correctly.
+
+    Args:
+        model: a classifier ending in softmax (C units) or sigmoid (1 unit, two classes).
+        dataset: batches of (images, labels); labels are class indices [B], one-hot [B, C]
+            or, for a 1-unit model, 0/1 values [B] or [B, 1].
+        class_names: the names of the model's classes, in output order.
+
+    Returns:
+        See `report_from_predictions`.
+
+    Raises:
+        CnnctlError: the data set is empty, or labels and model do not fit the class names.
+    """
+    batches = dataset.as_numpy_iterator() if hasattr(dataset, "as_numpy_iterator") else dataset
+    labels, outputs = [], []
+    for batch in batches:
+        images, batch_labels = batch[0], batch[1]
+        outputs.append(np.asarray(model.predict_on_batch(images)))
+        labels.append(np.asarray(batch_labels))
+    if not outputs:
+        raise CnnctlError("no images to evaluate: point the data section at a split with images")
+    return report_from_predictions(np.concatenate(labels), np.concatenate(outputs), class_names)
+
+
+def report_from_predictions(labels: np.ndarray, outputs: np.ndarray,
+                            class_names: list[str]) -> dict:
+    """Score model outputs against labels.
+
+    Args:
+        labels: class indices [N], one-hot [N, C], or 0/1 [N] / [N, 1] for a 1-unit output.
+        outputs: probabilities [N, C] (softmax) or [N, 1] (sigmoid); logits are recognised by
+            values outside [0, 1] (or rows not summing to 1) and turned into probabilities.
+        class_names: C names (two for a 1-unit output).
+
+    Returns:
+        {"accuracy", "loss" (mean cross-entropy, without label smoothing or weight
+        regularization, so it can differ from the training loss), "num_samples", "class_names",
+        "per_class": {name: {"precision", "recall", "f1", "support"}}, "macro_f1",
+        "confusion_matrix" (rows true, columns predicted, lists of ints)}.
+
+    Raises:
+        CnnctlError: labels, outputs and class names do not agree.
+    """
+    outputs = np.asarray(outputs, dtype=np.float32)
+    labels = np.asarray(labels)
+    if outputs.ndim == 1:
+        outputs = outputs[:, None]
+    n, units = outputs.shape
+    binary = units == 1
+    num_classes = 2 if binary else units
+    if len(class_names) != num_classes:
+        raise CnnctlError(f"the model predicts {num_classes} classes "
+                          f"({'1 sigmoid unit' if binary else f'{units} units'}) but "
+                          f"{len(class_names)} class names were given: use the class_names.json "
+                          "of the run that trained this model")
+    if len(set(class_names)) != len(class_names):
+        raise CnnctlError(f"class names repeat: {class_names}; each class needs its own name")
+    if n == 0:
+        raise CnnctlError("no images to evaluate: point the data section at a split with images")
+    if len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} predictions")
+
+    # float16 softmax rows (mixed precision) can miss 1 by ~1e-3, hence the loose tolerance
+    from_logits = bool(outputs.min() < 0 or outputs.max() > 1 or (
+        not binary and np.abs(outputs.sum(axis=1) - 1).max() > 1e-2))
+    probs = keras.ops.convert_to_numpy(
+        keras.ops.sigmoid(outputs) if binary else keras.ops.softmax(outputs, axis=-1)
+    ) if from_logits else outputs
+
+    if binary:
+        targets = labels.reshape(n, 1).astype(np.float32)
+        true = np.rint(targets[:, 0]).astype(np.int64)
+        cross_entropy = keras.losses.binary_crossentropy
+    elif labels.ndim == 2 and labels.shape[1] == units:
+        targets = labels.astype(np.float32)
+        true = labels.argmax(axis=1)
+        cross_entropy = keras.losses.categorical_crossentropy
+    else:
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 1:
+            raise CnnctlError(f"labels of shape {labels.shape[1:]} do not fit a model with "
+                              f"{units} outputs: give class indices or one-hot vectors of "
+                              f"length {units}")
+        targets = true = labels.astype(np.int64)
+        cross_entropy = keras.losses.sparse_categorical_crossentropy
+    if true.min() < 0 or true.max() >= num_classes:
+        raise CnnctlError(f"labels run from {true.min()} to {true.max()} but the model has "
+                          f"{num_classes} classes: the data and the model do not belong together")
+    # 0.5 is Keras's binary_accuracy threshold, so the accuracies agree
+    predicted = (probs[:, 0] > 0.5).astype(np.int64) if binary else probs.argmax(axis=1)
+    losses = keras.ops.convert_to_numpy(cross_entropy(targets, outputs, from_logits=from_logits))
+
+    matrix = confusion_counts(true, predicted, num_classes)
+    per_class = per_class_metrics(matrix, class_names)
+    return {
+        "accuracy": float(np.trace(matrix) / n),
+        "loss": float(np.mean(losses, dtype=np.float64)),
+        "num_samples": int(n),
+        "class_names": list(class_names),
+        "per_class": per_class,
+        "macro_f1": float(np.mean([m["f1"] for m in per_class.values()])),
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def confusion_counts(true: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """Count (true, predicted) pairs: entry [i, j] is how many of class i were predicted j."""
+    pairs = np.asarray(true, dtype=np.int64) * num_classes + np.asarray(predicted, dtype=np.int64)
+    return np.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes,
+                                                                           num_classes)
+
+
+def per_class_metrics(matrix: np.ndarray, class_names: list[str]) -> dict[str, dict]:
+    """Precision, recall, F1 and support of each class from a confusion matrix.
+
+    A ratio with nothing to divide by (no images of a class, or none predicted as it) is 0.
+    """
+    matrix = np.asarray(matrix)
+    hits = np.diag(matrix).astype(np.float64)
+    support = matrix.sum(axis=1)
+    predicted = matrix.sum(axis=0)
+
+    def ratio(a, b):
+        return np.divide(a, b, out=np.zeros(len(a)), where=b > 0)
+
+    precision = ratio(hits, predicted)
+    recall = ratio(hits, support)
+    f1 = ratio(2 * precision * recall, precision + recall)
+    return {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                   "f1": float(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(class_names)}
+
+
+# --- text and files --------------------------------------------------------------------------
+
+def _short(name: str, width: int) -> str:
+    """Cut the middle out of a long name: class names often differ only at the end."""
+    if len(name) <= width:
+        return name
+    tail = (width - 1) // 2
+    return name[:width - 1 - tail] + "~" + name[len(name) - tail:]
+
+
+def format_report(report: dict, class_names: list[str]) -> str:
+    """The report as text: totals, a per-class table, and the confusion matrix.
+
+    Above 20 classes the matrix would not fit a terminal, so the most confused
+    (true, predicted) pairs are listed instead.
+    """
+    matrix = np.asarray(report["confusion_matrix"])
+    lines = [
+        f"accuracy  {report['accuracy']:.4f}  ({int(np.trace(matrix))} of "
+        f"{report['num_samples']} images)",
+        f"loss      {report['loss']:.4f}",
+        f"macro F1  {report['macro_f1']:.4f}",
+        "",
+        *_class_table(report["per_class"], class_names),
+        "",
+    ]
+    if len(class_names) <= FULL_MATRIX_MAX_CLASSES:
+        lines += _matrix_table(matrix, class_names)
+    else:
+        lines += _most_confused(matrix, class_names)
+    return "\n".join(lines)
+
+
+def _class_table(per_class: dict, class_names: list[str]) -> list[str]:
+    width = min(max(len("class"), *(len(c) for c in class_names)), 24)
+    lines = [f"{'class':<{width}}  precision  recall      f1  support"]
+    for name in class_names:
+        m = per_class[name]
+        lines.append(f"{_short(name, width):<{width}}  {m['precision']:9.4f}  "
+                     f"{m['recall']:6.4f}  {m['f1']:6.4f}  {m['support']:7d}")
+    return lines
+
+
+def _matrix_table(matrix: np.ndarray, class_names: list[str]) -> list[str]:
+    width = max(6, len(str(matrix.max())))
+    heads = [c if len(c) <= width else c[:width - 1] + "~" for c in class_names]
+    rows = list(class_names)
+    if len(set(heads)) < len(heads):  # abbreviations collide: number the columns instead
+        heads = [str(i) for i in range(len(class_names))]
+        rows = [f"{i:>2} {name}" for i, name in enumerate(class_names)]
+    row_width = min(max(len(r) for r in rows), 18)
+    lines = ["confusion matrix (rows: true class, columns: predicted class)",
+             " " * row_width + "".join(f" {h:>{width}}" for h in heads)]
+    for name, counts in zip(rows, matrix):
+        lines.append(f"{_short(name, row_width):<{row_width}}"
+                     + "".join(f" {v:>{width}}" for v in counts))
+    return lines
+
+
+def _most_confused(matrix: np.ndarray, class_names: list[str]) -> list[str]:
+    mistakes = matrix.copy()
+    np.fill_diagonal(mistakes, 0)
+    # most frequent first; ties in class order
+    order = np.argsort(-mistakes, axis=None, kind="stable")[:MOST_CONFUSED]
+    pairs = [np.unravel_index(k, mistakes.shape) for k in order if mistakes.flat[k] > 0]
+    lines = [f"most confused pairs ({len(class_names)} classes: the full matrix is in the JSON "
+             "report and confusion_matrix.png)"]
+    if not pairs:
+        return lines + ["  none: every image was classified correctly"]
+    names = {k: _short(class_names[k], 24) for pair in pairs for k in pair}
+    true_width = max(len(names[i]) for i, _ in pairs)
+    predicted_width = max(len(names[j]) for _, j in pairs)
+    support = matrix.sum(axis=1)
+    for i, j in pairs:
+        lines.append(f"  {names[i]:>{true_width}} -> {names[j]:<{predicted_width}} "
+                     f"{mistakes[i, j]:6d}  ({mistakes[i, j] / support[i]:.1%} of {names[i]})")
+    return lines
+
+
+def write_report(report: dict, class_names: list[str], out_dir: Path,
+                 split: str) -> dict[str, Path]:
+    """Write `eval_<split>.json` and `confusion_matrix.png` into `out_dir`.
+
+    Returns:
+        {"json": path, "confusion_matrix": path}.
+    """
+    from cnnctl import plots
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / f"eval_{split}.json"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    png_path = plots.confusion_matrix(np.asarray(report["confusion_matrix"]), list(class_names),
+                                      out_dir / "confusion_matrix.png")
+    return {"json": json_path, "confusion_matrix": png_path}
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+def _model_file(path: Path) -> Path:
+    """The .keras file a path names: itself, or a run directory's best (else last) checkpoint."""
+    if not path.exists():
+        raise CnnctlError(f"no model at {path}: no such file or directory; pass a run "
+                          "directory or a .keras file")
+    if not path.is_dir():
+        return path
+    checkpoints = path / runs.CHECKPOINTS
+    for name in (runs.BEST, runs.LAST):
+        if (checkpoints / name).is_file():
+            return checkpoints / name
+    raise CnnctlError(f"no checkpoint in {checkpoints}: the run did not finish an epoch; train "
+                      "again or pass a .keras file")
+
+
+def _check_archive(path: Path) -> None:
+    """Tell a file that was never a Keras model from one that was cut short or damaged."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head == b"":
+        raise CnnctlError(f"{path} is empty (corrupt): the save was interrupted; use another "
+                          "checkpoint or train again")
+    if head != b"PK\x03\x04":
+        raise CnnctlError(f"{path} is not a Keras model file (.keras zip); pass a .keras file "
+                          "saved by cnnctl or keras")
+    if not zipfile.is_zipfile(path):  # starts as a zip but lost its end (the zip's index)
+        raise CnnctlError(f"{path} is corrupt: the .keras zip is truncated; use another "
+                          "checkpoint or train again")
+    with zipfile.ZipFile(path) as archive:
+        if "config.json" not in archive.namelist():
+            raise CnnctlError(f"{path} is not a Keras model file (.keras zip): it has no "
+                              "config.json; pass a .keras file saved by cnnctl or keras")
+
+
+def load_model(path: Path) -> keras.Model:
+    """Load a model for inference, in Keras safe mode (no Python code from the file runs).
+
+    Args:
+        path: a run directory (its checkpoints/best.keras, else checkpoints/last.keras)
+            or a .keras file.
+
+    Raises:
+        CnnctlError: nothing at `path`, no checkpoint, not a Keras model, a corrupt file, or a
+            model that holds Python code (a Lambda layer) which safe mode refuses to run.
+    """
+    file = _model_file(Path(path))
+    _check_archive(file)
+    try:
+        return keras.saving.load_model(file, safe_mode=True, compile=False)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        # zip CRC failures and h5py read errors both mean damaged bytes
+        raise CnnctlError(f"{file} is corrupt ({_cause(e)}); use another checkpoint or "
+                          "train again") from None
+    except (ValueError, TypeError, KeyError) as e:
+        text = str(e)  # Keras nests the cause of a failed layer inside its parents' errors
+        if "safe_mode=False" not in text:
+            raise CnnctlError(f"cannot load {file}: {_cause(e)}; it may use custom layers "
+                              "cnnctl does not know, or come from another Keras version") from None
+        if "lambda" not in text.lower():  # e.g. a vocabulary file outside the archive
+            raise CnnctlError(f"refused to load {file}: safe mode forbids it ({_cause(e)}); "
+                              "only load models you trust") from None
+        what = "Lambda layer" if "`Lambda` layer" in text else "a lambda"
+        raise CnnctlError(f"refused to load {file}: it contains Python code ({what}) that safe "
+                          "mode will not run; only load models you trust, and rebuild this one "
+                          "without Lambda layers or lambdas") from None
+
+
+def _cause(error: Exception, limit: int = 160) -> str:
+    """The innermost message of a (possibly nested) Keras loading error, on one short line."""
+    text = str(error).rsplit("Exception encountered:", 1)[-1].strip().strip("'\"")
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def class_names_for(path: Path) -> list[str] | None:
+    """The class names saved with a run: RUN/class_names.json, or None if there is none.
+
+    For a .keras file the file beside it is tried, then its run directory when it lies in
+    RUN/checkpoints/.
+
+    Raises:
+        CnnctlError: class_names.json exists but is not a JSON list of strings.
+    """
+    path = Path(path)
+    if path.is_dir():
+        candidates = [path / runs.CLASS_NAMES]
+    else:
+        candidates = [path.parent / runs.CLASS_NAMES]
+        if path.parent.name == runs.CHECKPOINTS:
+            candidates.append(path.parent.parent / runs.CLASS_NAMES)
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                names = json.loads(candidate.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                names = None
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise CnnctlError(f"{candidate} is not a JSON list of strings; fix it or "
+                                  "delete it and pass the class names another way")
+            return names
+    return None
+
+
+def run(path: Path, *, split: str = "test", data_dir: Path | None = None) -> tuple[dict, list[str], dict]:
+    """`cnnctl eval`: score a run's checkpoint (or a .keras file) on a split or a folder.
+
+    Returns:
+        (report, class names, files written).
+    Raises:
+        CnnctlError: no such split, no data to evaluate on, classes that do not match.
+    """
+    from cnnctl import config as config_lib
+    from cnnctl import data as data_lib
+    from cnnctl import runs
+
+    path = Path(path)
+    model = load_model(path)
+    class_names = class_names_for(path)
+    input_shape = tuple(model.input_shape[1:])
+    label_mode = "binary" if model.output_shape[-1] == 1 else "int"
+    if split not in data_lib.SPLITS:
+        raise CnnctlError(f"--split {split!r}: choose one of {', '.join(data_lib.SPLITS)}")
+    if data_dir is not None:
+        # a folder of class subfolders, read like a test folder of the run's data
+        config = config_lib.Config.model_validate({
+            "model": {"input_shape": list(input_shape)},
+            "data": {"source": "folder", "train_dir": str(data_dir), "test_dir": str(data_dir)}})
+        split = "test"
+    elif path.is_dir():
+        config = runs.load_config(path).config
+    else:
+        raise CnnctlError(f"{path}: a .keras file has no data attached; give --data DIR (a folder "
+                          "with one subfolder per class) or evaluate its run directory")
+    splits = data_lib.load(config, input_shape=input_shape, label_mode=label_mode, splits=(split,))
+    if class_names is None:
+        class_names = splits.class_names
+    elif data_dir is not None and splits.class_names != class_names:
+        raise CnnctlError(f"{data_dir}: its class folders ({', '.join(splits.class_names)}) are not "
+                          f"the model's classes ({', '.join(class_names)}); give a folder with "
+                          "one subfolder per model class")
+    dataset = getattr(splits, split)
+    if dataset is None:
+        raise CnnctlError(f"{path}: the run has no {split} split (set data.validation_split or "
+                          "data.val_dir / data.test_dir when training); try --split test")
+    report = evaluate(model, dataset, class_names)
+    out_dir = path if path.is_dir() else path.parent
+    return report, class_names, write_report(report, class_names, out_dir, split)

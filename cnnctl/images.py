@@ -1,0 +1,219 @@
+"""Image files and arrays turned into model input: finding, checking, decoding, resizing."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import io
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cnnctl.errors import CnnctlError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSpec:
+    """What a model takes: `height` x `width` x `channels`, from images decoded with
+    `decode_channels` (1: grayscale, 3: RGB; grayscale is repeated when the model wants 3)."""
+
+    height: int
+    width: int
+    channels: int
+    decode_channels: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+
+def image_spec(input_shape, image_size=None, color_mode: str | None = None) -> ImageSpec:
+    """How to convert images for a model with this input shape.
+
+    Args:
+        input_shape: the model's (height, width, channels); channels 1 or 3.
+        image_size: `data.image_size`; must equal the model's height and width when given.
+        color_mode: `data.color_mode`; default from the channels. `grayscale` with a 3-channel
+            model reads images as grey and repeats them into 3 channels.
+
+    Raises:
+        CnnctlError: the shapes or colour mode do not fit together.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != 3 or shape[2] not in (1, 3):
+        raise CnnctlError(f"model.input_shape: images need [height, width, channels] with 1 "
+                          f"(grayscale) or 3 (rgb) channels; got {list(shape)}")
+    height, width, channels = shape
+    if image_size is not None and tuple(image_size) != (height, width):
+        raise CnnctlError(f"data.image_size: {list(image_size)} differs from model.input_shape "
+                          f"{list(shape)}; images are resized to the model's input: remove "
+                          f"data.image_size or set it to {[height, width]}")
+    color_mode = color_mode or ("grayscale" if channels == 1 else "rgb")
+    if color_mode == "rgb" and channels == 1:
+        raise CnnctlError(f"data.color_mode: rgb gives 3 channels but model.input_shape "
+                          f"{list(shape)} has 1; use color_mode: grayscale or 3 input channels")
+    return ImageSpec(height, width, channels, 1 if color_mode == "grayscale" else 3)
+
+
+# --------------------------------------------------------------------------- files
+def is_image_file(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
+
+
+def list_images(folder: str | os.PathLike) -> list[str]:
+    """Image files under a folder, recursively, in sorted order."""
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs.sort()
+        found.extend(os.path.join(root, f) for f in sorted(files) if is_image_file(f))
+    return found
+
+
+def inspect(path: str) -> tuple[bool, str | None]:
+    """Decode a file fully with PIL: (TensorFlow can decode it itself, None) or (False, reason).
+
+    TensorFlow's own decoders are used for PNG and for RGB/grey JPEG (fast, inside tf.data);
+    everything else (CMYK JPEG, BMP, GIF, WebP) goes through PIL.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            return False, "empty file (0 bytes)"
+        with Image.open(path) as image:
+            kind, mode = image.format, image.mode
+            image.load()
+    except UnidentifiedImageError:
+        return False, "not an image (unknown or damaged file format)"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "truncated" in reason.lower():
+            return False, "truncated image (the file ends early)"
+        return False, f"corrupt image: {reason}"
+    return kind == "PNG" or (kind == "JPEG" and mode in ("L", "RGB")), None
+
+
+def inspect_all(paths: list[str]) -> list[tuple[bool, str | None]]:
+    """`inspect` for many files, in threads (PIL decodes without the GIL)."""
+    workers = min(16, (os.cpu_count() or 1) + 2)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(inspect, paths, chunksize=64))
+
+
+def pil_to_array(image: Image.Image, channels: int) -> np.ndarray:
+    """A PIL image of any mode as uint8 [H, W, channels]; 16-bit values keep their top 8 bits."""
+    if image.mode.startswith("I") or image.mode == "F":
+        array = np.asarray(image)
+        if image.mode != "F":
+            array = array.astype(np.int64) >> 8
+        array = np.clip(array, 0, 255).astype(np.uint8)[..., None]
+        return np.repeat(array, 3, axis=-1) if channels == 3 else array
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "palette images with transparency..." is expected
+        array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    return array[..., None] if channels == 1 else array
+
+
+def _pil_decode(data, channels) -> np.ndarray:
+    data = data.item() if isinstance(data, np.ndarray) else data  # eager: a 0-d object array
+    with Image.open(io.BytesIO(data)) as image:
+        return pil_to_array(image, int(channels))
+
+
+# --------------------------------------------------------------------------- conversion
+def decode_fn(spec: ImageSpec, encoded: bool = False):
+    """A TensorFlow function (source, native) -> uint8 [H, W, C] image of the model's size.
+
+    `source` is a file path, or the encoded bytes when `encoded`; `native` says TensorFlow can
+    decode it (see `inspect`), otherwise PIL does. Training and `load_images` both use this, so
+    a file gives the model the same pixels in both.
+    """
+    import tensorflow as tf
+
+    def decode(source, native):
+        data = source if encoded else tf.io.read_file(source)
+        image = tf.cond(
+            native,
+            lambda: tf.io.decode_image(data, channels=spec.decode_channels, dtype=tf.uint8,
+                                       expand_animations=False),
+            lambda: tf.numpy_function(_pil_decode, [data, spec.decode_channels], tf.uint8,
+                                      stateful=False))
+        image = tf.ensure_shape(image, [None, None, spec.decode_channels])
+        same = tf.reduce_all(tf.shape(image)[:2] == [spec.height, spec.width])
+        image = tf.cond(same, lambda: image, lambda: _resize(tf, image, spec))
+        if spec.channels != spec.decode_channels:
+            image = tf.image.grayscale_to_rgb(image)
+        return tf.ensure_shape(image, spec.shape)
+
+    return decode
+
+
+def _resize(tf, images, spec: ImageSpec):
+    # Rounded back to uint8: the cache and shuffle buffer then hold a quarter of the bytes.
+    resized = tf.image.resize(images, (spec.height, spec.width), antialias=True)
+    return tf.saturate_cast(tf.round(resized), tf.uint8)
+
+
+def fit_arrays(x: np.ndarray, spec: ImageSpec, where: str = "images") -> np.ndarray:
+    """Convert an in-memory batch [N, H, W] or [N, H, W, C] (C = 1, 3, 4) to the model's size and
+    channels, vectorised; uint8 stays uint8, other dtypes become float32.
+
+    Raises:
+        CnnctlError: the array is not a batch of images.
+    """
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+        raise CnnctlError(f"{where}: expected images [N, height, width] or [N, height, width, "
+                          f"1|3|4], got shape {list(x.shape)}")
+    if x.dtype != np.uint8:
+        x = x.astype(np.float32)
+    if x.shape[-1] == 4:
+        x = x[..., :3]  # RGBA: the alpha channel is dropped, as PIL does for RGBA -> RGB
+    if (x.shape[-1] == 3 and spec.decode_channels == 1) or x.shape[1:3] != (spec.height, spec.width):
+        import tensorflow as tf
+
+        chunks = []
+        for start in range(0, len(x), 2048):
+            chunk = tf.convert_to_tensor(x[start:start + 2048])
+            if chunk.shape[-1] == 3 and spec.decode_channels == 1:
+                chunk = tf.image.rgb_to_grayscale(tf.cast(chunk, tf.float32))
+            if chunk.shape[1:3] != (spec.height, spec.width):
+                chunk = tf.image.resize(chunk, (spec.height, spec.width), antialias=True)
+            if x.dtype == np.uint8:
+                chunk = tf.saturate_cast(tf.round(chunk), tf.uint8)
+            chunks.append(chunk.numpy().astype(x.dtype))
+        x = np.concatenate(chunks) if chunks else np.zeros((0, spec.height, spec.width,
+                                                            spec.decode_channels), x.dtype)
+    if x.shape[-1] == 1 and spec.channels == 3:
+        x = np.repeat(x, 3, axis=-1)
+    return x
+
+
+def load_images(paths: list[str], input_shape, color_mode: str | None = None,
+                ) -> tuple[np.ndarray, list[tuple[str, str | None]]]:
+    """Decode image files the way training does, for a model with this input shape.
+
+    Args:
+        paths: image files of any size and mode (grey, RGB, RGBA, palette, CMYK, 16-bit).
+        input_shape: the model's (height, width, channels).
+        color_mode: `data.color_mode` the model was trained with, if any.
+
+    Returns:
+        A float32 batch [n, H, W, C] of the readable files (pixel values 0..255), and for every
+        path, in order, (path, None) or (path, why it could not be read).
+    """
+    import tensorflow as tf
+
+    spec = image_spec(input_shape, color_mode=color_mode)
+    checks = inspect_all([str(p) for p in paths])
+    status = [(str(p), reason) for p, (_, reason) in zip(paths, checks)]
+    good = [(str(p), native) for p, (native, reason) in zip(paths, checks) if reason is None]
+    if not good:
+        return np.zeros((0, *spec.shape), np.float32), status
+    decode = decode_fn(spec)
+    files = tf.data.Dataset.from_tensor_slices(([p for p, _ in good], [n for _, n in good]))
+    images = files.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(len(good))
+    return np.asarray(next(iter(images)), np.float32), status

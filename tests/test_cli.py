@@ -1,0 +1,248 @@
+"""The `cnnctl` command line: exit codes, error lines on stderr, `check`, `schema`, a fast --help."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from cnnctl.cli import app
+from cnnctl.layer_specs import LAYER_SPECS
+
+MNIST_CNN = """\
+# A small CNN on MNIST (93,322 params): cnnctl check mnist.yaml
+model:
+  name: mnist_cnn
+  input_shape: [28, 28, 1]
+  layers:
+    - {type: conv2d, filters: 32, kernel_size: 3, activation: relu}
+    - {type: max_pool2d, pool_size: 2}
+    - {type: conv2d, filters: 64, kernel_size: 3, activation: relu}
+    - {type: max_pool2d, pool_size: 2}
+    - {type: conv2d, filters: 64, kernel_size: 3, activation: relu}
+    - {type: flatten}
+    - {type: dense, units: 64, activation: relu}
+    - {type: dense, units: 10, activation: softmax}
+data: {source: keras, name: mnist}
+optimizer: {name: adam, learning_rate: 1e-3}
+loss: sparse_categorical_crossentropy
+metrics: [accuracy]
+train: {epochs: 5, batch_size: 128}
+"""
+
+runner = CliRunner()
+
+
+def cnnctl(*args: str):
+    return runner.invoke(app, list(args))
+
+
+@pytest.fixture
+def mnist(tmp_path):
+    path = tmp_path / "mnist.yaml"
+    path.write_text(MNIST_CNN)
+    return path
+
+
+# --------------------------------------------------------------------------- check: good configs
+def test_check_prints_the_layer_table(mnist):
+    result = cnnctl("check", str(mnist))
+    assert result.exit_code == 0, result.output
+    table = result.stdout.splitlines()
+    for name in ("conv2d", "max_pool2d", "conv2d_1", "max_pool2d_1", "conv2d_2", "flatten", "dense", "dense_1"):
+        assert any(line.split()[:1] == [name] for line in table), name
+    assert "params: 93,322" in result.stdout
+    assert "(3, 3, 64)" in result.stdout  # the last conv's output shape
+    assert result.stderr == ""
+
+
+def test_check_json(mnist):
+    result = cnnctl("check", str(mnist), "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert {"params", "trainable_params", "flops", "input_shape", "output_shape", "layers"} <= set(info)
+    assert info["params"] == info["trainable_params"] == 93_322
+    assert info["input_shape"] == [28, 28, 1]
+    assert info["output_shape"] == [10]
+    assert [layer["params"] for layer in info["layers"]] == [320, 0, 18_496, 0, 36_928, 0, 36_928, 650]
+    assert info["layers"][4]["output_shape"] == [3, 3, 64]
+    # 2 FLOPs per multiply-accumulate: first conv 26*26 positions * 3*3*1*32 weights
+    assert info["layers"][0]["flops"] == 2 * 26 * 26 * 3 * 3 * 32
+    assert info["flops"] == sum(layer["flops"] for layer in info["layers"])
+
+
+def test_check_applies_set(mnist):
+    result = cnnctl("check", str(mnist), "--json", "--set", "model.layers[6].units=32")
+    assert result.exit_code == 0, result.output
+    # dense 576*32+32 and dense_1 32*10+10 instead of 36,928 and 650
+    assert json.loads(result.stdout)["params"] == 93_322 - 36_928 - 650 + 18_464 + 330
+
+
+# --------------------------------------------------------------------------- check: bad configs
+BAD = {
+    "unknown key": (
+        "    - {type: conv2d, filters: 32, kernel_size: 3, activation: relu}",
+        "    - {type: conv2d, filters: 32, kernel_size: 3, activaton: relu}",
+        "6: model.layers[0].activaton: unknown key 'activaton' (did you mean 'activation'?); "
+        "allowed keys: activation, dilation_rate, filters, initializer, inputs, kernel_size, l2, "
+        "name, padding, repeat, strides, type, use_bias"),
+    "misspelt layer type": (
+        "{type: dense, units: 64", "{type: Dense, units: 64",
+        f"12: model.layers[6].type: unknown layer type 'Dense' (did you mean 'dense'?); layer "
+        f"types: {', '.join(LAYER_SPECS)} (or `block:` for a block of model.blocks)"),
+    "bad value": (
+        "units: 10, activation: softmax}", "units: 0, activation: softmax}",
+        "13: model.layers[7].units: must be > 0 (got 0)"),
+    "impossible shape": (
+        "input_shape: [28, 28, 1]", "input_shape: [6, 6, 1]",
+        "8: model.layers[2]: conv2d 'conv2d_1' does not fit its input of shape (2, 2, 32): "
+        "output height (W - K + 2P) / S + 1 = (2 - 3 + 2*0) / 1 + 1 = 0 < 1 (K, padding valid); "
+        "use padding: same, a smaller window, or fewer downsampling layers before it"),
+    "duplicate key": (
+        "train: {epochs: 5, batch_size: 128}", "train: {epochs: 5, batch_size: 128, epochs: 2}",
+        "18: train.epochs: duplicate key 'epochs' (first given on line 18); keep only one"),
+    "python tag": (
+        "  name: mnist_cnn", "  name: !!python/object/apply:os.system ['touch pwned']",
+        "3: model.name: YAML tag '!!python/object/apply:os.system' is not allowed: configs are "
+        "plain YAML (no python objects or custom tags); remove the tag"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_check_bad_config_exits_2_with_the_error_on_stderr(tmp_path, monkeypatch, kind):
+    monkeypatch.chdir(tmp_path)  # where `touch pwned` would write if the python tag ran
+    old, new, error = BAD[kind]
+    assert MNIST_CNN.count(old) == 1
+    path = tmp_path / "bad.yaml"
+    path.write_text(MNIST_CNN.replace(old, new))
+    result = cnnctl("check", str(path))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"{path}:{error}"]
+    assert result.stdout == ""
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_check_many_errors_one_line_each(tmp_path, mnist):
+    path = tmp_path / "bad.yaml"
+    path.write_text(MNIST_CNN.replace("batch_size: 128", "batch_size: 0").replace(
+        "learning_rate: 1e-3", "lr: 1e-3").replace("{type: flatten}", "{type: flaten}"))
+    result = cnnctl("check", str(path))
+    assert result.exit_code == 2
+    assert [line.split(":")[1:3] for line in result.stderr.splitlines()] == [
+        ["11", " model.layers[5].type"], ["15", " optimizer.lr"], ["18", " train.batch_size"]]
+
+
+def test_check_bad_set(mnist):
+    result = cnnctl("check", str(mnist), "--set", "train.epochs=0", "--set", "train.epoch=1")
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == "--set: train.epoch: unknown key 'epoch' (did you mean 'epochs'?); allowed keys: " + \
+        "batch_size, checkpoint_monitor, deterministic, early_stopping, epochs, jit_compile, " + \
+        "mixed_precision, reduce_lr_on_plateau, seed, steps_per_execution, tensorboard"
+    assert lines[1:] == ["--set: train.epochs: must be > 0 (got 0)"]
+
+
+def test_check_malformed_set(mnist):
+    result = cnnctl("check", str(mnist), "--set", "foo")
+    assert result.exit_code == 2
+    assert result.stderr == ("--set 'foo': expected path.to.key=value, e.g. --set train.epochs=1 "
+                             "or --set model.layers[0].filters=16\n")
+
+
+def test_check_missing_file(tmp_path):
+    result = cnnctl("check", str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 2
+    assert result.stderr == f"{tmp_path / 'nope.yaml'}: config file not found; check the path\n"
+    assert "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------- schema
+@pytest.fixture(scope="module")
+def schema():
+    result = cnnctl("schema")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_schema_structure(schema):
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["type"] == "object"
+    assert schema["additionalProperties"] is False  # unknown sections are flagged in the editor
+    assert {"model", "data", "augmentation", "optimizer", "loss", "metrics", "train", "run"} == set(
+        schema["properties"])
+    assert schema["required"] == ["model"]
+    model = schema["$defs"]["ModelConfig"]
+    assert model["additionalProperties"] is False
+    union = model["properties"]["layers"]["items"]["oneOf"]
+    types = {schema["$defs"][ref["$ref"].rsplit("/", 1)[1]]["properties"].get("type", {}).get("const")
+             for ref in union}
+    assert {"conv2d", "max_pool2d", "dense", "flatten", "dropout", "batch_norm"} <= types
+    assert set(LAYER_SPECS) <= types
+    conv = schema["$defs"]["Conv2D"]
+    assert conv["required"] == ["filters"] and conv["additionalProperties"] is False
+    assert "relu" in conv["properties"]["activation"]["anyOf"][0]["enum"]
+
+
+def _accepts_a_string(prop: dict, schema: dict) -> bool:
+    if "$ref" in prop:
+        prop = schema["$defs"][prop["$ref"].rsplit("/", 1)[-1]]
+    options = prop.get("anyOf", prop.get("oneOf", [prop]))
+    return any(o.get("type") == "string" or "enum" in o or "const" in o for o in options
+               if "$ref" not in o)
+
+
+def test_schema_allows_the_short_loss_and_metric_forms(schema):
+    assert _accepts_a_string(schema["properties"]["loss"], schema)
+    assert _accepts_a_string(schema["properties"]["metrics"]["items"], schema)
+
+
+def test_schema_validates_a_config(schema):
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    data = yaml.safe_load(MNIST_CNN)
+    data["optimizer"]["learning_rate"] = 0.001  # plain YAML 1.1 reads 1e-3 as a string
+    assert list(validator.iter_errors(data)) == []
+    data["model"]["layers"][0]["filtres"] = 3
+    assert list(validator.iter_errors(data))
+
+
+# --------------------------------------------------------------------------- as a real program
+def test_real_process_bad_config_exit_2_no_traceback(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(textwrap.dedent("""\
+        model:
+          input_shape: [28, 28, 1]
+          layers:
+            - {type: dense, units: 10, activation: softmaxx}
+        """))
+    proc = subprocess.run([sys.executable, "-m", "cnnctl", "check", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"{path}:4: model.layers[0].activation: must be one of 'linear', 'relu', 'relu6', "
+        "'leaky_relu', 'elu', 'selu', 'gelu', 'swish', 'silu', 'hard_swish', 'sigmoid', "
+        "'hard_sigmoid', 'tanh', 'softmax' or 'softplus' (did you mean 'softmax'?) (got 'softmaxx')"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_is_fast_and_does_not_load_keras():
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "cnnctl", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    assert "check" in proc.stdout and "schema" in proc.stdout
+    assert elapsed < 1.5
+    code = ("import sys, cnnctl.cli, cnnctl.config; "
+            "heavy = [m for m in ('keras', 'tensorflow') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
