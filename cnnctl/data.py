@@ -163,7 +163,6 @@ def _pipeline(part: sources.Part, spec, num_classes: int, label_mode: str, data,
     return ds.prefetch(autotune)
 
 
-
 # --------------------------------------------------------------------------- layers
 def preprocessing_layer(preprocessing, channels: int) -> "keras.layers.Layer | None":
     """One Rescaling layer computing (x * rescale - mean) / std per channel, or None when it

@@ -141,9 +141,13 @@ def npz_source(data, need) -> tuple[list[str], dict[str, Part]]:
     """A .npz file with x_train, y_train, optionally x_test, y_test and class_names."""
     file = resolve_npz(data.path)
     try:
-        with file.open("rb") as fh, np.load(fh, allow_pickle=False) as arrays:
-            arrays = {key: arrays[key] for key in arrays.files}
-    except (OSError, ValueError, AttributeError, zipfile.BadZipFile) as e:
+        with file.open("rb") as fh:
+            loaded = np.load(fh, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("it holds one array, not named arrays")
+            with loaded:
+                arrays = {key: loaded[key] for key in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise CnnctlError(f"data.path: cannot read {data.path} as a .npz file: {e}") from None
     missing = [k for k in ("x_train", "y_train") if k not in arrays]
     if missing or ("x_test" in arrays) != ("y_test" in arrays):
@@ -191,21 +195,23 @@ def tfds_source(data, need) -> tuple[list[str], dict[str, Part]]:
     build = f"run `tfds build {data.name} --data_dir {where}` on a machine with network"
     try:
         builder = tfds.builder(data.name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        raise CnnctlError(f"data.name: no TensorFlow Datasets set {data.name!r} in {where} nor "
-                          f"in the tfds catalogue; check the name and data.data_dir, or {build}"
-                          ) from None
+    except tfds.core.registered.DatasetNotFoundError:  # its message lists the whole catalogue
+        message = (f"data.name: no TensorFlow Datasets set {data.name!r} in {where} nor in the "
+                   f"tfds catalogue; check the name and data.data_dir, or {build}")
+        raise CnnctlError(message) from None
     if not builder.is_prepared():
         raise CnnctlError(f"data.name: TensorFlow Datasets set {data.name!r} is not in {where} "
                           f"and is not downloaded here; {build} and copy the folder over")
     info = builder.info
     keys = info.supervised_keys
-    label = info.features[keys[1]] if keys and keys[1] in info.features else None
-    if not isinstance(label, tfds.features.ClassLabel) or keys[0] not in info.features:
+    features = dict(info.features.items())
+    if not (isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys)
+            and isinstance(features.get(keys[0]), tfds.features.Image)
+            and isinstance(features.get(keys[1]), tfds.features.ClassLabel)):
         raise CnnctlError(f"data.name: TensorFlow Datasets set {data.name!r} has no (image, "
                           "class label) pair in its supervised_keys; use an image classification set")
-    image_key = keys[0]
-    fixed = None not in (info.features[image_key].shape or (None,))
+    image_key, label = keys[0], features[keys[1]]
+    fixed = None not in (features[image_key].shape or (None,))
     names = {"train": "train", "test": "test", "val": "validation"}
     limits = {"train": data.max_train_samples, "test": data.max_test_samples}
     parts = {}

@@ -74,7 +74,8 @@ LAYER_CASES = [
      lambda: [L.Conv2D(4, 1, use_bias=False, kernel_initializer="he_normal",
                        kernel_regularizer=L2(0.01))]),
     ("depthwise_conv2d", [8, 8, 4],
-     ["{type: depthwise_conv2d, depth_multiplier: 2, strides: 2, padding: same, use_bias: false, l2: 0.001}"],
+     ["{type: depthwise_conv2d, depth_multiplier: 2, strides: 2, padding: same, use_bias: false, "
+      "l2: 0.001}"],
      lambda: [L.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2, use_bias=False,
                                 depthwise_regularizer=L2(0.001))]),
     ("separable_conv2d", [8, 8, 4],
@@ -140,7 +141,8 @@ LAYER_CASES = [
 MERGE_CASES = [
     ("add", "{type: add, name: merged, inputs: [a, b]}", lambda: L.Add(), (4, 4)),
     ("multiply", "{type: multiply, name: merged, inputs: [a, b]}", lambda: L.Multiply(), (4, 4)),
-    ("concatenate", "{type: concatenate, name: merged, inputs: [a, b]}", lambda: L.Concatenate(), (4, 6)),
+    ("concatenate", "{type: concatenate, name: merged, inputs: [a, b]}", lambda: L.Concatenate(),
+     (4, 6)),
     ("concatenate-axis", "{type: concatenate, name: merged, inputs: [a, b], axis: 1}",
      lambda: L.Concatenate(axis=1), (4, 4)),
 ]
@@ -373,7 +375,8 @@ def test_flops_of_the_mnist_cnn(write_yaml):
         "{type: conv2d, filters: 32, activation: relu}", "{type: max_pool2d}",
         "{type: conv2d, filters: 64, activation: relu}", "{type: max_pool2d}",
         "{type: conv2d, filters: 64, activation: relu}", "{type: flatten}",
-        "{type: dense, units: 64, activation: relu}", "{type: dense, units: 10, activation: softmax}"]))))
+        "{type: dense, units: 64, activation: relu}",
+        "{type: dense, units: 10, activation: softmax}"]))))
     # 2 x multiply-accumulates: 26*26*9*32 + 11*11*9*32*64 + 3*3*9*64*64 + 576*64 + 64*10
     assert info["flops"] == 5_588_480
     assert info["params"] == 93_322
