@@ -24,7 +24,7 @@ class Splits:
     Images are float32 [B, H, W, C] with pixel values 0..255 (preprocessing is in the model).
     """
 
-    train: "tf.data.Dataset | None"  # shuffled each epoch with the seed; augmented if placement: pipeline
+    train: "tf.data.Dataset | None"  # seeded reshuffle per epoch; augmented if placement: pipeline
     val: "tf.data.Dataset | None"  # not shuffled, never augmented
     test: "tf.data.Dataset | None"
     class_names: list[str]
@@ -71,7 +71,8 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
         if name in parts and limit:
             parts[name] = parts[name].take(slice(None, limit))
     if carve and "train" in parts:
-        parts["train"], parts["val"] = _carve(parts["train"], data.validation_split, config.train.seed)
+        parts["train"], parts["val"] = _carve(parts["train"], data.validation_split,
+                                              config.train.seed)
 
     skipped: list[tuple[str, str]] = []
     parts = {name: _prepare(part, spec, skipped) for name, part in parts.items() if name in splits}
@@ -87,12 +88,13 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
     if config.augmentation.placement == "pipeline":
         augment = augmentation_layers(config.augmentation, seed=config.train.seed)
     pipelines = {name: _pipeline(part, spec, len(class_names), label_mode, data, config.train,
-                                 training=name == "train", augment=augment if name == "train" else [])
+                                 training=name == "train",
+                                 augment=augment if name == "train" else [])
                  for name, part in parts.items()}
     class_counts = {name: dict(zip(class_names, np.bincount(part.labels, minlength=len(class_names))
                                    .tolist())) for name, part in parts.items()}
-    return Splits(train=pipelines.get("train"), val=pipelines.get("val"), test=pipelines.get("test"),
-                  class_names=list(class_names),
+    return Splits(train=pipelines.get("train"), val=pipelines.get("val"),
+                  test=pipelines.get("test"), class_names=list(class_names),
                   counts={name: len(parts[name]) if name in parts else 0 for name in SPLITS},
                   class_counts=class_counts, skipped=skipped)
 
@@ -140,7 +142,8 @@ def _pipeline(part: sources.Part, spec, num_classes: int, label_mode: str, data,
             indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
         arrays = tf.data.Dataset.from_tensors((part.images, labels)).repeat()
         ds = tf.data.Dataset.zip(indices.batch(batch_size), arrays).map(
-            lambda i, xy: (tf.cast(tf.gather(xy[0], i), tf.float32), to_labels(tf.gather(xy[1], i))),
+            lambda i, xy: (tf.cast(tf.gather(xy[0], i), tf.float32),
+                           to_labels(tf.gather(xy[1], i))),
             num_parallel_calls=autotune)
     else:
         decode = images.decode_fn(spec, encoded=part.encoded)
@@ -151,7 +154,8 @@ def _pipeline(part: sources.Part, spec, num_classes: int, label_mode: str, data,
         if data.cache:
             ds = ds.cache()  # decoded uint8 images, in memory, from the second epoch on
             if training:
-                ds = ds.shuffle(min(data.shuffle_buffer, n), seed=seed, reshuffle_each_iteration=True)
+                ds = ds.shuffle(min(data.shuffle_buffer, n), seed=seed,
+                                reshuffle_each_iteration=True)
         ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), to_labels(y)),
                                       num_parallel_calls=autotune)
     if augment:
@@ -205,11 +209,12 @@ class RandomPadCrop(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape):
-        for size, dim, key in ((self.height, input_shape[1], "height"), (self.width, input_shape[2], "width")):
+        for key, size, dim in (("height", self.height, input_shape[1]),
+                               ("width", self.width, input_shape[2])):
             if dim is not None and size < dim:
-                raise CnnctlError(f"augmentation random_crop: {key} {size} is smaller than the image "
-                                  f"{key} {dim}; it is the padded size a random {dim}-pixel window "
-                                  f"is cut from (e.g. {dim + 8} for 4 pixels of padding)")
+                raise CnnctlError(f"augmentation random_crop: {key} {size} is smaller than the "
+                                  f"image {key} {dim}; it is the padded size a random {dim}-pixel "
+                                  f"window is cut from (e.g. {dim + 8} for 4 pixels of padding)")
 
     def call(self, images, training=None):
         if not training:
@@ -225,7 +230,8 @@ class RandomPadCrop(keras.layers.Layer):
         rows = ops.broadcast_to((dy + ops.arange(h))[:, :, None, None],
                                 (batch, h, self.width, images.shape[3]))
         cropped = ops.take_along_axis(padded, rows, axis=1)
-        cols = ops.broadcast_to((dx + ops.arange(w))[:, None, :, None], (batch, h, w, images.shape[3]))
+        cols = ops.broadcast_to((dx + ops.arange(w))[:, None, :, None],
+                                (batch, h, w, images.shape[3]))
         return ops.take_along_axis(cropped, cols, axis=2)
 
     def compute_output_shape(self, input_shape):
@@ -240,7 +246,8 @@ class RandomPadCrop(keras.layers.Layer):
 _AUGMENT_FIELDS = {
     "random_flip": ({"mode"}, []),
     "random_rotation": ({"factor", "fill_mode"}, ["factor"]),
-    "random_zoom": ({"factor", "height_factor", "width_factor", "fill_mode"}, [("height_factor", "factor")]),
+    "random_zoom": ({"factor", "height_factor", "width_factor", "fill_mode"},
+                    [("height_factor", "factor")]),
     "random_translation": ({"factor", "height_factor", "width_factor", "fill_mode"},
                            [("height_factor", "factor"), ("width_factor", "factor")]),
     "random_contrast": ({"factor"}, ["factor"]),
@@ -270,7 +277,8 @@ def augmentation_layers(augmentation, *, seed: int | None = None) -> list["keras
         for need in needed:
             options = need if isinstance(need, tuple) else (need,)
             if all(getattr(spec, o) is None for o in options):
-                raise CnnctlError(f"{where}.{options[0]}: {spec.type} needs `{'` or `'.join(options)}`")
+                raise CnnctlError(f"{where}.{options[0]}: {spec.type} needs "
+                                  f"`{'` or `'.join(options)}`")
         layers.append(_augment_layer(spec, where, None if seed is None else seed + i))
     return layers
 
@@ -278,18 +286,17 @@ def augmentation_layers(augmentation, *, seed: int | None = None) -> list["keras
 def _augment_layer(spec, where: str, seed):
     kl = keras.layers
     factor = spec.factor
+    height_factor = spec.height_factor if spec.height_factor is not None else factor
+    width_factor = spec.width_factor if spec.width_factor is not None else factor
     if spec.type == "random_flip":
         return kl.RandomFlip(spec.mode or "horizontal_and_vertical", seed=seed)
     if spec.type == "random_rotation":
         return kl.RandomRotation(factor, fill_mode=spec.fill_mode, seed=seed)
     if spec.type == "random_zoom":
-        return kl.RandomZoom(spec.height_factor if spec.height_factor is not None else factor,
-                             spec.width_factor if spec.width_factor is not None else factor,
-                             fill_mode=spec.fill_mode, seed=seed)
+        return kl.RandomZoom(height_factor, width_factor, fill_mode=spec.fill_mode, seed=seed)
     if spec.type == "random_translation":
-        return kl.RandomTranslation(spec.height_factor if spec.height_factor is not None else factor,
-                                    spec.width_factor if spec.width_factor is not None else factor,
-                                    fill_mode=spec.fill_mode, seed=seed)
+        return kl.RandomTranslation(height_factor, width_factor, fill_mode=spec.fill_mode,
+                                    seed=seed)
     if spec.type == "random_contrast":
         return kl.RandomContrast(factor, value_range=(0, 255), seed=seed)
     if spec.type == "random_brightness":

@@ -306,6 +306,8 @@ def load_model(path: Path) -> keras.Model:
     file = _model_file(Path(path))
     _check_archive(file)
     try:
+        from cnnctl import data  # noqa: F401  registers cnnctl's own layers (RandomPadCrop)
+
         return keras.saving.load_model(file, safe_mode=True, compile=False)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
         # zip CRC failures and h5py read errors both mean damaged bytes

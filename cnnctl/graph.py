@@ -107,6 +107,7 @@ class Expander:
             self.issues.append(self.source.issue(
                 path + ("block",), f"block {call.block!r} uses itself (through {' -> '.join(stack)})"))
             return
+        found = len(self.issues)
         args = dict(call.model_extra or {})
         for key in args:
             if key not in template.params:
@@ -119,7 +120,9 @@ class Expander:
         if missing:
             self.issues.append(self.source.issue(
                 path, f"block {call.block!r} needs parameter(s) {', '.join(missing)}"))
-        if self.issues:
+        if len(self.issues) > found:
+            if call.name:  # later references to it are not errors of their own
+                scope.aliases[call.name] = scope.previous
             return
         inputs = self._resolve_inputs(call.inputs, path, scope)
         if inputs is None:

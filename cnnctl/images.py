@@ -82,6 +82,9 @@ def inspect(path: str) -> tuple[bool, str | None]:
     try:
         if os.path.getsize(path) == 0:
             return False, "empty file (0 bytes)"
+    except OSError as e:
+        return False, f"cannot read the file ({e.strerror or e})"
+    try:
         with Image.open(path) as image:
             kind, mode = image.format, image.mode
             image.load()
@@ -172,13 +175,14 @@ def fit_arrays(x: np.ndarray, spec: ImageSpec, where: str = "images") -> np.ndar
         x = x.astype(np.float32)
     if x.shape[-1] == 4:
         x = x[..., :3]  # RGBA: the alpha channel is dropped, as PIL does for RGBA -> RGB
-    if (x.shape[-1] == 3 and spec.decode_channels == 1) or x.shape[1:3] != (spec.height, spec.width):
+    to_grey = x.shape[-1] == 3 and spec.decode_channels == 1
+    if to_grey or x.shape[1:3] != (spec.height, spec.width):
         import tensorflow as tf
 
         chunks = []
         for start in range(0, len(x), 2048):
             chunk = tf.convert_to_tensor(x[start:start + 2048])
-            if chunk.shape[-1] == 3 and spec.decode_channels == 1:
+            if to_grey:
                 chunk = tf.image.rgb_to_grayscale(tf.cast(chunk, tf.float32))
             if chunk.shape[1:3] != (spec.height, spec.width):
                 chunk = tf.image.resize(chunk, (spec.height, spec.width), antialias=True)

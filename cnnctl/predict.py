@@ -13,6 +13,55 @@ from cnnctl import images
 from cnnctl.errors import CnnctlError
 
 
+def run(path, inputs: list[str], *, top_k: int = 3, plot=None, batch_size: int = 64) -> list[dict]:
+    """`cnnctl predict`: classify images with a run's model (or a .keras file).
+
+    Args:
+        path: a run directory or a .keras file; class names come from class_names.json beside
+            it (else "0", "1", ...), and `data.color_mode` from the run's config when there is one.
+        inputs: image files, folders or globs (see `predict`).
+        top_k: labels per image.
+        plot: a PNG to draw the readable images (at most the first 32) with their top-k bars
+            into; the true label is taken from each image's folder name when it is a class.
+
+    Returns:
+        The results of `predict`.
+
+    Raises:
+        CnnctlError: the model cannot be loaded, or there is nothing readable to plot.
+    """
+    from pathlib import Path
+
+    from cnnctl import evaluate, runs
+
+    path = Path(path)
+    model = evaluate.load_model(path)
+    class_names = evaluate.class_names_for(path)
+    color_mode = None
+    for run_dir in (path, path.parent.parent):
+        if (run_dir / runs.CONFIG).is_file():
+            try:
+                config = runs.load_config(run_dir).config
+            except CnnctlError:
+                break  # the model alone still predicts; only a grayscale override is lost
+            color_mode = config.data.color_mode if config.data else None
+            break
+    results = predict(model, class_names, inputs, top_k, batch_size, color_mode)
+    if plot is not None:
+        from cnnctl import plots
+
+        shown = [r for r in results if "top" in r][:plots.MAX_PREDICTION_ROWS]
+        if not shown:
+            raise CnnctlError(f"--plot {plot}: none of the images could be read; nothing to plot")
+        pixels, _ = images.load_images([r["path"] for r in shown],
+                                       tuple(model.input_shape[1:]), color_mode)
+        outputs = int(model.output_shape[-1])
+        names = class_names or [str(i) for i in range(2 if outputs == 1 else outputs)]
+        plots.predictions([{**r, "image": image, "true_label": true_label(r["path"], names)}
+                           for r, image in zip(shown, pixels)], Path(plot))
+    return results
+
+
 def predict(model, class_names: list[str] | None, inputs: list[str], top_k: int = 3,
             batch_size: int = 64, color_mode: str | None = None) -> list[dict]:
     """Predict the class of every image the inputs name.
@@ -83,7 +132,8 @@ def expand(item: str) -> tuple[list[str], str | None]:
     """The image files an input names (a file, a folder, a glob), or why there are none."""
     if os.path.isdir(item):
         files = images.list_images(item)
-        return files, None if files else f"no image files ({', '.join(images.IMAGE_EXTENSIONS)}) in this folder"
+        kinds = ", ".join(images.IMAGE_EXTENSIONS)
+        return files, None if files else f"no image files ({kinds}) in this folder"
     if os.path.exists(item):
         return [item], None
     if glob.has_magic(item):
@@ -121,7 +171,8 @@ def format_table(results: list[dict]) -> str:
         return "no images"
     width = max(len("path"), *(len(r["path"]) for r in results))
     k = max((len(r.get("top", [])) for r in results), default=0)
-    header = f"{'path':<{width}}  " + "  ".join(f"{f'top{i + 1}':<16} {'prob':>5}" for i in range(k))
+    header = f"{'path':<{width}}  " + "  ".join(f"{f'top{i + 1}':<16} {'prob':>5}"
+                                                 for i in range(k))
     lines = [header.rstrip()]
     for r in results:
         if "error" in r:

@@ -91,16 +91,19 @@ def _keras_load(name: str):
         return getattr(keras.datasets, name).load_data()
     except Exception as e:  # keras.utils.get_file raises a bare Exception for URL failures
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = reason.split(" -- ", 1)[-1]  # "URL fetch failure on URL: None -- [Errno -2] ..."
         missing = [f for f in KERAS_FILES[name] if not (folder / f).exists()]
-        if not missing:
-            raise CnnctlError(f"data.name: cannot read {name} from {folder}: {reason}; delete its "
-                              "files there to download them again") from None
+        if not missing:  # damaged: unreadable, or a wrong checksum and the fresh download failed
+            raise CnnctlError(f"data.name: cannot load {name} from {folder} ({reason}); replace "
+                              f"{', '.join(KERAS_FILES[name])} there with complete copies, or "
+                              "delete them and run once with network") from None
         where = (folder / missing[0]).parent
         files = ", ".join(Path(f).name if KERAS_FILES[name][f] is None
                           else f"{KERAS_FILES[name][f]} renamed to {Path(f).name}" for f in missing)
-        raise CnnctlError(f"data.name: {name} is not in the Keras cache and cannot be downloaded "
-                          f"({reason}): put {files} in {where}/ (copies of the files "
-                          "keras.datasets downloads), or run once with network") from None
+        message = (f"data.name: {name} is not in the Keras cache and cannot be downloaded: put "
+                   f"{files} in {where}/ (copies of the files keras.datasets downloads), or run "
+                   f"once with network (download failed: {reason})")
+        raise CnnctlError(message) from None
     finally:
         socket.setdefaulttimeout(saved)
 
@@ -129,7 +132,8 @@ def resolve_npz(path: str):
         if name and "/" not in name and (shipped / name).is_file():
             return shipped / name
         names = sorted("cnnctl://" + p.name for p in shipped.iterdir() if p.name.endswith(".npz"))
-        raise CnnctlError(f"data.path: {path} is not shipped with cnnctl; shipped: {', '.join(names)}")
+        raise CnnctlError(f"data.path: {path} is not shipped with cnnctl; shipped: "
+                          f"{', '.join(names)}")
     file = Path(path).expanduser()
     if not file.is_file():
         raise CnnctlError(f"data.path: {file} not found; give a .npz file with x_train, y_train, "
@@ -174,7 +178,8 @@ def _npz_part(x: np.ndarray, y: np.ndarray, name: str, where: str) -> Part:
         raise CnnctlError(f"data.path: {where}: y_{name} must hold one class index >= 0 per "
                           f"image of x_{name} ({len(x)}); got {y.dtype} {list(y.shape)}")
     if x.dtype.kind not in "uif":
-        raise CnnctlError(f"data.path: {where}: x_{name} must be numeric pixel values, got {x.dtype}")
+        raise CnnctlError(f"data.path: {where}: x_{name} must be numeric pixel values, "
+                          f"got {x.dtype}")
     if x.dtype != np.uint8 and len(x):
         low, high = float(x.min()), float(x.max())
         if low < 0 or high > 255 or (x.dtype.kind == "f" and high <= 1.0):
@@ -209,7 +214,8 @@ def tfds_source(data, need) -> tuple[list[str], dict[str, Part]]:
             and isinstance(features.get(keys[0]), tfds.features.Image)
             and isinstance(features.get(keys[1]), tfds.features.ClassLabel)):
         raise CnnctlError(f"data.name: TensorFlow Datasets set {data.name!r} has no (image, "
-                          "class label) pair in its supervised_keys; use an image classification set")
+                          "class label) pair in its supervised_keys; use an image "
+                          "classification set")
     image_key, label = keys[0], features[keys[1]]
     fixed = None not in (features[image_key].shape or (None,))
     names = {"train": "train", "test": "test", "val": "validation"}
@@ -244,7 +250,8 @@ def folder_source(data, need) -> tuple[list[str], dict[str, Part]]:
     if not train_dir.is_dir():
         raise CnnctlError(f"data.train_dir: folder {train_dir} not found; give a folder with one "
                           "subfolder of images per class")
-    class_names = sorted(d.name for d in train_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_names = sorted(d.name for d in train_dir.iterdir()
+                         if d.is_dir() and not d.name.startswith("."))
     if not class_names:
         raise CnnctlError(f"data.train_dir: {train_dir} has no class subfolders; put each class's "
                           f"images in a subfolder, e.g. {train_dir / 'cat'}/1.jpg")

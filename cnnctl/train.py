@@ -164,5 +164,9 @@ def _final_metrics(model, path: Path, splits, history) -> dict:
 def _report_data(splits) -> None:
     counts = ", ".join(f"{k} {v:,}" for k, v in splits.counts.items() if v)
     print(f"data: {counts} images, {len(splits.class_names)} classes", flush=True)
+    if len(splits.class_names) <= 20:
+        for split, per_class in splits.class_counts.items():
+            if per_class:
+                print(f"  {split}: " + ", ".join(f"{c} {n:,}" for c, n in per_class.items()), flush=True)
     for path, reason in splits.skipped:
         print(f"  skipped {path}: {reason}", flush=True)

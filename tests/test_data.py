@@ -105,6 +105,17 @@ def test_keras_missing_cache_names_the_files_and_folder(tmp_path, use_keras_home
     assert "\n" not in message
 
 
+def test_keras_damaged_cache_file(fashion_mnist_files, tmp_path, use_keras_home):
+    folder = tmp_path / "datasets" / "fashion-mnist"
+    shutil.copytree(fashion_mnist_files / "datasets" / "fashion-mnist", folder)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip")  # Keras checks no hash here
+    use_keras_home(tmp_path)
+    with pytest.raises(CnnctlError, match=rf"cannot load fashion_mnist from {tmp_path / 'datasets'} "
+                                          r"\(Not a gzipped file .*\); replace fashion-mnist/"
+                                          r"train-labels-idx1-ubyte.gz, .* there with complete copies"):
+        load({"source": "keras", "name": "fashion_mnist"})
+
+
 def test_keras_cifar10_missing_archive_says_how_to_name_it(tmp_path, use_keras_home, monkeypatch):
     use_keras_home(tmp_path)
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
@@ -163,8 +174,13 @@ def test_npz_bad_arrays_are_clear_errors(tmp_path):
         load({"source": "npz", "path": str(tmp_path / "a.npz")}, input_shape=(5, 5, 1))
     with pytest.raises(CnnctlError, match="has arrays images; it needs x_train, y_train"):
         load({"source": "npz", "path": str(tmp_path / "b.npz")}, input_shape=(5, 5, 1))
-    with pytest.raises(CnnctlError, match=r"y_train must hold one class index >= 0 per image of x_train \(4\)"):
+    with pytest.raises(CnnctlError,
+                       match=r"y_train must hold one class index >= 0 per image of x_train \(4\)"):
         load({"source": "npz", "path": str(tmp_path / "c.npz")}, input_shape=(5, 5, 1))
+    with open(tmp_path / "one.npz", "wb") as f:
+        np.save(f, np.zeros(3))
+    with pytest.raises(CnnctlError, match=r"cannot read .*one.npz as a .npz file: it holds one array"):
+        load({"source": "npz", "path": str(tmp_path / "one.npz")})
     with pytest.raises(CnnctlError, match="data.path: .*missing.npz not found"):
         load({"source": "npz", "path": str(tmp_path / "missing.npz")})
 
@@ -198,7 +214,8 @@ def test_train_is_reshuffled_each_epoch_with_the_seed(tmp_path):
 
 
 def test_validation_split_too_small(tmp_path):
-    with pytest.raises(CnnctlError, match="data.validation_split: 0.001 of 10 training images leaves no validation"):
+    with pytest.raises(CnnctlError, match="data.validation_split: 0.001 of 10 training images "
+                                          "leaves no validation"):
         load({"source": "npz", "path": str(ids_npz(tmp_path / "ids.npz")), "max_train_samples": 10,
               "validation_split": 0.001}, input_shape=(6, 6, 3))
 
@@ -366,7 +383,8 @@ def test_tfds_missing_set_says_how_to_build_it(tmp_path):
 
 # --------------------------------------------------------------------------- shapes, modes
 def test_shape_and_mode_mismatches_are_config_errors():
-    with pytest.raises(CnnctlError, match=r"data.image_size: \[64, 64\] differs from model.input_shape \[32, 32, 3\]"):
+    with pytest.raises(CnnctlError, match=r"data.image_size: \[64, 64\] differs from "
+                                          r"model.input_shape \[32, 32, 3\]"):
         load({"source": "npz", "path": "cnnctl://fashion_mnist_small.npz", "image_size": [64, 64]},
              input_shape=(32, 32, 3))
     with pytest.raises(CnnctlError, match="data.color_mode: rgb gives 3 channels"):
@@ -480,14 +498,16 @@ def test_augmentation_config_errors_name_the_field():
     def build(layers):
         return data_lib.augmentation_layers(AugmentationConfig.model_validate({"layers": layers}))
 
-    with pytest.raises(CnnctlError, match=r"^augmentation.layers\[1\].factor: random_rotation needs `factor`$"):
+    with pytest.raises(CnnctlError,
+                       match=r"^augmentation.layers\[1\].factor: random_rotation needs `factor`$"):
         build([{"type": "random_flip"}, {"type": "random_rotation"}])
     with pytest.raises(CnnctlError, match=r"augmentation.layers\[0\].width: random_crop needs `width`"):
         build([{"type": "random_crop", "height": 40}])
     with pytest.raises(CnnctlError, match=r"augmentation.layers\[0\].height_factor: random_translation "
                                           r"needs `height_factor` or `factor`"):
         build([{"type": "random_translation", "width_factor": 0.1}])
-    with pytest.raises(CnnctlError, match=r"augmentation.layers\[0\].factor: random_flip does not use `factor`"):
+    with pytest.raises(CnnctlError,
+                       match=r"augmentation.layers\[0\].factor: random_flip does not use `factor`"):
         build([{"type": "random_flip", "factor": 0.2}])
     with pytest.raises(CnnctlError, match=r"augmentation.layers\[0\].fill_mode: random_crop pads with"):
         build([{"type": "random_crop", "height": 40, "width": 40, "fill_mode": "wrap"}])

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from cnnctl import data as data_lib
 from cnnctl import images
 from cnnctl import predict as predict_lib
 from cnnctl.backend import keras
@@ -22,7 +24,8 @@ def colour_model(units: int = 3, activation: str | None = "softmax") -> keras.Mo
     """Mean colour of the image -> class: a red picture is most likely "red"."""
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D(),
                               keras.layers.Dense(units, activation=activation)])
-    kernel = np.eye(3, units, dtype=np.float32) / 25 if units == 3 else np.array([[1], [-1], [0]], np.float32) / 25
+    kernel = np.eye(3, dtype=np.float32) if units == 3 else np.array([[1], [-1], [0]], np.float32)
+    kernel /= 25
     model.layers[-1].set_weights([kernel, np.zeros(units, np.float32)])
     return model
 
@@ -70,7 +73,8 @@ def test_predict_probabilities_are_the_models(pictures):
     expected = model.predict_on_batch(batch)
     for r, p in zip([r for r in results if "top" in r], expected):
         assert len(r["top"]) == 3  # top_k is capped at the number of classes
-        assert {t["label"]: t["prob"] for t in r["top"]} == pytest.approx(dict(zip(COLOURS, p.tolist())), abs=1e-6)
+        got = {t["label"]: t["prob"] for t in r["top"]}
+        assert got == pytest.approx(dict(zip(COLOURS, p.tolist())), abs=1e-6)
     assert sorted(files) == sorted(made.values())  # the folder, recursively; broken.jpg errors
 
 
@@ -98,7 +102,8 @@ def test_true_label():
 
 def test_table_and_csv(pictures):
     root, made = pictures
-    results = predict_lib.predict(colour_model(), COLOURS, [made["red/a.png"], str(root / "green" / "broken.jpg")])
+    results = predict_lib.predict(colour_model(), COLOURS,
+                                  [made["red/a.png"], str(root / "green" / "broken.jpg")])
     table = predict_lib.format_table(results).splitlines()
     assert table[0].split() == ["path", "top1", "prob", "top2", "prob", "top3", "prob"]
     assert table[1].startswith(made["red/a.png"]) and table[1].split()[1] == "red"
@@ -120,3 +125,21 @@ def test_predict_grey_model_on_colour_files(pictures, tmp_path):
     shutil.copy(made["green/b.jpg"], tmp_path / "copy.jpg")
     results = predict_lib.predict(grey, ["x", "y"], [str(tmp_path / "copy.jpg")], top_k=1)
     assert len(results[0]["top"]) == 1 and results[0]["top"][0]["label"] in ("x", "y")
+
+
+def test_run_loads_a_saved_model_and_plots(pictures, tmp_path):
+    """`cnnctl predict MODEL.keras ...`: class names from the file beside it; a model with
+    cnnctl's pad-and-crop augmentation loads in safe mode; the plot is written."""
+    root, made = pictures
+    core = colour_model()
+    model = keras.Sequential([keras.Input((8, 8, 3)), data_lib.RandomPadCrop(12, 12), *core.layers])
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "class_names.json").write_text(json.dumps(COLOURS))
+    results = predict_lib.run(tmp_path / "model.keras", [str(root / "red"), made["green/b.jpg"]],
+                              top_k=1, plot=tmp_path / "sheet.png")
+    assert [(r["path"], r["top"][0]["label"]) for r in results] == [
+        (made["red/a.png"], "red"), (made["green/b.jpg"], "green")]
+    assert (tmp_path / "sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(CnnctlError, match="none of the images could be read; nothing to plot"):
+        predict_lib.run(tmp_path / "model.keras", [str(root / "green" / "broken.jpg")],
+                        plot=tmp_path / "none.png")
