@@ -68,12 +68,25 @@ def train(
     set_: SetOption = None,
     run_dir: Annotated[Optional[Path], typer.Option(
         "--run-dir", help="Write the run here instead of runs/<config name>/<timestamp>/.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        "--resume", help="Continue this interrupted run from its newest backup.")] = None,
+    new: Annotated[bool, typer.Option(
+        "--new", help="Start a new run even if an unfinished run of the same config exists.")] = False,
 ) -> None:
-    """Train the model of a config; writes a run directory with checkpoints and results."""
+    """Train the model of a config; writes a run directory with checkpoints and results.
+
+    An unfinished run of the same, unchanged config is resumed automatically (see --new).
+    """
     from cnnctl import config as config_lib
+    from cnnctl import runs
     from cnnctl import train as train_lib
 
-    result = train_lib.train(config_lib.load(config, set_), run_dir)
+    loaded = config_lib.load(config, set_)
+    if resume is None and run_dir is None and not new:
+        resume = runs.find_unfinished(loaded)
+        if resume is not None:
+            print(f"found an unfinished run of this config: {resume} (pass --new to start afresh)")
+    result = train_lib.train(loaded, run_dir, resume=resume)
     test = result["metrics"].get("test") or result["metrics"].get("val") or {}
     acc = f"test accuracy {test['accuracy']:.4f}, " if "accuracy" in test else ""
     print(f"{acc}{result['epochs']} epoch(s) in {result['seconds']:.1f} s, run: {result['run_dir']}")
@@ -122,6 +135,31 @@ def predict(
         print(predict_lib.format_table(results))
     if plot:
         print(f"written: {plot}", file=sys.stderr)
+
+
+data_app = typer.Typer(help="Look at the data set of a config before training.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+@user_errors
+def data_check(
+    config: ConfigArg,
+    set_: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Images per class and split, sizes and modes, unreadable files, duplicates across splits."""
+    from cnnctl import config as config_lib
+
+    loaded = config_lib.load(config, set_)
+    from cnnctl import datacheck
+
+    report = datacheck.check(loaded)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(datacheck.format_report(report))
 
 
 @app.command()

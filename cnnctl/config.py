@@ -212,6 +212,9 @@ class TrainConfig(Strict):
     reduce_lr_on_plateau: ReduceLROnPlateau | None = Field(
         None, description="Lower the learning rate when the monitor stalls.")
     tensorboard: bool = Field(True, description="Write TensorBoard logs to RUN/logs.")
+    backup_every_steps: PositiveInt | None = Field(
+        None, description="Also back up every N steps (a backup is always written at each "
+        "epoch end); a resumed run continues from the newest backup.")
     checkpoint_monitor: str = Field("val_loss", description="Metric that picks best.keras; "
                                     "falls back to loss when there is no validation data.")
 

@@ -4,6 +4,7 @@ augmentation layers that go with it."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -31,6 +32,10 @@ class Splits:
     counts: dict[str, int]  # images per split, 0 for a split that is absent or not asked for
     class_counts: dict[str, dict[str, int]]  # split -> class name -> images
     skipped: list[tuple[str, str]]  # (path, reason) of unreadable files left out
+    # train_from(epoch, step): the endless training stream from that point on. The order of each
+    # epoch depends only on (train.seed, epoch), so a resumed run sees the batches it would have.
+    train_from: "Callable[[int, int], tf.data.Dataset] | None" = None
+    steps_per_epoch: int = 0
 
 
 def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
@@ -87,16 +92,21 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
     augment = []
     if config.augmentation.placement == "pipeline":
         augment = augmentation_layers(config.augmentation, seed=config.train.seed)
-    pipelines = {name: _pipeline(part, spec, len(class_names), label_mode, data, config.train,
-                                 training=name == "train",
-                                 augment=augment if name == "train" else [])
-                 for name, part in parts.items()}
+    pipelines = {name: _pipeline(part, spec, len(class_names), label_mode, data)
+                 for name, part in parts.items() if name != "train"}
+    train_from = None
+    if "train" in parts:
+        train_from = _train_stream(parts["train"], spec, len(class_names), label_mode, data,
+                                   config.train, augment)
+        pipelines["train"] = train_from(0, 0)
     class_counts = {name: dict(zip(class_names, np.bincount(part.labels, minlength=len(class_names))
                                    .tolist())) for name, part in parts.items()}
     return Splits(train=pipelines.get("train"), val=pipelines.get("val"),
                   test=pipelines.get("test"), class_names=list(class_names),
                   counts={name: len(parts[name]) if name in parts else 0 for name in SPLITS},
-                  class_counts=class_counts, skipped=skipped)
+                  class_counts=class_counts, skipped=skipped, train_from=train_from,
+                  steps_per_epoch=-(-len(parts["train"]) // config.train.batch_size)
+                  if "train" in parts else 0)
 
 
 def _carve(part: sources.Part, fraction: float, seed: int) -> tuple[sources.Part, sources.Part]:
@@ -123,48 +133,99 @@ def _prepare(part: sources.Part, spec: images.ImageSpec, skipped: list) -> sourc
     return part.take(np.array([reason is None for _, reason in checks], bool))
 
 
-def _pipeline(part: sources.Part, spec, num_classes: int, label_mode: str, data, train, *,
-              training: bool, augment: list) -> tf.data.Dataset:
-    """A batched tf.data pipeline of (float32 images 0..255, labels) for one split."""
+def _pipeline(part: sources.Part, spec, num_classes: int, label_mode: str, data) -> tf.data.Dataset:
+    """A batched evaluation pipeline of (float32 images 0..255, labels): in order, no augmentation."""
     autotune = tf.data.AUTOTUNE
-    n, seed, batch_size = len(part), train.seed, train.batch_size
-    to_labels = {
+    to_labels = _label_fn(label_mode, num_classes)
+    labels = part.labels.astype(np.int32)
+    if part.images is not None:
+        ds = tf.data.Dataset.from_tensor_slices((part.images, labels)).batch(_EVAL_BATCH)
+    else:
+        decode = images.decode_fn(spec, encoded=part.encoded)
+        ds = tf.data.Dataset.from_tensor_slices((part.files, part.native, labels))
+        ds = ds.map(lambda f, native, y: (decode(f, native), y), num_parallel_calls=autotune)
+        ds = ds.batch(_EVAL_BATCH)
+        if data.cache:
+            ds = ds.cache()  # decoded uint8 images, in memory, from the second pass on
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), to_labels(y)), num_parallel_calls=autotune)
+    return ds.prefetch(autotune)
+
+
+# Evaluation batches: independent of train.batch_size (it changes no result), large enough to
+# keep the per-batch overhead small.
+_EVAL_BATCH = 256
+# In-memory caching of decoded image folders up to this many bytes of uint8 pixels.
+CACHE_BYTES = 2 * 1024**3
+
+
+def _label_fn(label_mode: str, num_classes: int):
+    return {
         "int": lambda y: y,
         "categorical": lambda y: tf.one_hot(y, num_classes, dtype=tf.float32),
         "binary": lambda y: tf.reshape(tf.cast(y, tf.float32), (-1, 1)),
     }[label_mode]
+
+
+def _train_stream(part: sources.Part, spec, num_classes: int, label_mode: str, data, train,
+                  augment: list) -> Callable[[int, int], tf.data.Dataset]:
+    """The training stream as a function of where it starts (epoch, step).
+
+    Each epoch is a permutation drawn from (seed, epoch) with stateless ops, so the stream can
+    be rebuilt at any step of any epoch: that is what makes a resumed run equal to an
+    uninterrupted one. Batches never straddle two epochs.
+    """
+    autotune = tf.data.AUTOTUNE
+    n, batch_size = len(part), train.batch_size
+    seed = tf.constant(train.seed, tf.int64)
+    to_labels = _label_fn(label_mode, num_classes)
     labels = part.labels.astype(np.int32)
+    if part.images is None and not part.encoded and data.cache and \
+            n * spec.height * spec.width * spec.channels <= CACHE_BYTES:
+        # decode the folder once; every epoch then gathers from memory like an array source
+        decoded = _pipeline(part, spec, num_classes, "int", data)
+        part = dataclasses.replace(part, images=np.concatenate(
+            [x.astype(np.uint8) for x, _ in decoded.as_numpy_iterator()]))
+
+    def permutation(epoch):
+        noise = tf.random.stateless_uniform([n], seed=tf.stack([seed, tf.cast(epoch, tf.int64)]))
+        return tf.argsort(noise)
+
     if part.images is not None:
-        # Like model.fit(x, y): shuffle indices, gather whole batches; the uint8 -> float32 cast
-        # happens per batch, vectorised, so an epoch costs no per-image Python or tf.data work.
-        indices = tf.data.Dataset.range(n)
-        if training:
-            indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        arrays = tf.data.Dataset.from_tensors((part.images, labels)).repeat()
-        ds = tf.data.Dataset.zip(indices.batch(batch_size), arrays).map(
-            lambda i, xy: (tf.cast(tf.gather(xy[0], i), tf.float32),
-                           to_labels(tf.gather(xy[1], i))),
-            num_parallel_calls=autotune)
+        def epoch_batches(epoch, start):
+            return tf.data.Dataset.from_tensor_slices(permutation(epoch)[start:]).batch(batch_size)
+
+        def to_batches(indices):
+            arrays = tf.data.Dataset.from_tensors((part.images, labels)).repeat()
+            return tf.data.Dataset.zip(indices, arrays).map(
+                lambda i, xy: (tf.cast(tf.gather(xy[0], i), tf.float32),
+                               to_labels(tf.gather(xy[1], i))), num_parallel_calls=autotune)
     else:
         decode = images.decode_fn(spec, encoded=part.encoded)
-        ds = tf.data.Dataset.from_tensor_slices((part.files, part.native, labels))
-        if training and not data.cache:
-            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)  # file names: cheap
-        ds = ds.map(lambda f, native, y: (decode(f, native), y), num_parallel_calls=autotune)
-        if data.cache:
-            ds = ds.cache()  # decoded uint8 images, in memory, from the second epoch on
-            if training:
-                ds = ds.shuffle(min(data.shuffle_buffer, n), seed=seed,
-                                reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), to_labels(y)),
-                                      num_parallel_calls=autotune)
-    if augment:
-        def apply(x, y):
-            for layer in augment:
-                x = layer(x, training=True)
-            return x, y
-        ds = ds.map(apply, num_parallel_calls=autotune)
-    return ds.prefetch(autotune)
+        files, native = tf.constant(part.files), tf.constant(part.native)
+
+        def epoch_batches(epoch, start):
+            return (tf.data.Dataset.from_tensor_slices(permutation(epoch)[start:])
+                    .map(lambda i: (decode(tf.gather(files, i), tf.gather(native, i)),
+                                    tf.gather(labels, i)), num_parallel_calls=autotune)
+                    .batch(batch_size))
+
+        def to_batches(batches):
+            return batches.map(lambda x, y: (tf.cast(x, tf.float32), to_labels(y)),
+                               num_parallel_calls=autotune)
+
+    def train_from(epoch: int, step: int) -> tf.data.Dataset:
+        first = epoch_batches(tf.constant(epoch, tf.int64), step * batch_size)
+        rest = tf.data.Dataset.range(epoch + 1, 2**62).flat_map(lambda e: epoch_batches(e, 0))
+        ds = to_batches(first.concatenate(rest))
+        if augment:
+            def apply(x, y):
+                for layer in augment:
+                    x = layer(x, training=True)
+                return x, y
+            ds = ds.map(apply, num_parallel_calls=autotune)
+        return ds.prefetch(autotune)
+
+    return train_from
 
 
 # --------------------------------------------------------------------------- layers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -331,6 +332,13 @@ def _cause(error: Exception, limit: int = 160) -> str:
     """The innermost message of a (possibly nested) Keras loading error, on one short line."""
     text = str(error).rsplit("Exception encountered:", 1)[-1].strip().strip("'\"")
     line = text.splitlines()[0] if text else type(error).__name__
+    # Keras goes on to advise decorating classes with register_keras_serializable, which is
+    # advice for the model's author; the user needs the name and where it claims to come from.
+    unknown = re.match(r"Could not locate (class|function) '([^']*)'", line)
+    if unknown:
+        module = re.search(r"Full object config: \{'module': '([^']*)'", text)
+        line = f"unknown {unknown[1]} {unknown[2]!r}" + (
+            f" from module {module[1]!r}" if module and module[1].split(".")[0] != "keras" else "")
     return line if len(line) <= limit else line[:limit - 3] + "..."
 
 

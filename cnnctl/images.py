@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import errno
+import hashlib
 import io
 import os
+import re
+import stat
 import warnings
 
 import numpy as np
@@ -61,48 +65,165 @@ def image_spec(input_shape, image_size=None, color_mode: str | None = None) -> I
 
 # --------------------------------------------------------------------------- files
 def is_image_file(name: str) -> bool:
+    """An image by its extension, in any case (.jpg, .JPG); hidden files (._x.jpg) are not."""
     return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
 
 
 def list_images(folder: str | os.PathLike) -> list[str]:
-    """Image files under a folder, recursively, in sorted order."""
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
+    """Image files under a folder, recursively, in sorted order.
+
+    Symbolic links are followed, but each real folder is entered once, so a link back to a
+    parent (a loop) or a second link to a folder lists no file twice. A sub-folder that cannot
+    be read is listed itself, in place of its files, so that callers report it: `probe` gives
+    its reason.
+    """
+    found: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True,
+                                     onerror=lambda error: found.append(error.filename)):
+        where = os.stat(root)
+        if (where.st_dev, where.st_ino) in seen:
+            dirs.clear()
+            continue
+        seen.add((where.st_dev, where.st_ino))
         dirs.sort()
         found.extend(os.path.join(root, f) for f in sorted(files) if is_image_file(f))
     return found
 
 
-def inspect(path: str) -> tuple[bool, str | None]:
-    """Decode a file fully with PIL: (TensorFlow can decode it itself, None) or (False, reason).
+@dataclasses.dataclass(frozen=True)
+class FileCheck:
+    """What `probe` found out about one file: `reason` is None when it can be used."""
 
-    TensorFlow's own decoders are used for PNG and for RGB/grey JPEG (fast, inside tf.data);
-    everything else (CMYK JPEG, BMP, GIF, WebP) goes through PIL.
+    path: str
+    reason: str | None = None  # why the file cannot be used
+    native: bool = False  # TensorFlow decodes it in the pipeline (else PIL, see `decode_fn`)
+    format: str | None = None  # as PIL names it: JPEG, PNG, GIF, BMP, WEBP, ...
+    mode: str | None = None  # as PIL names it: RGB, L, RGBA, P, CMYK, I;16, ...
+    size: tuple[int, int] | None = None  # (width, height)
+    frames: int = 1  # an animated image gives its first frame
+    sha256: str | None = None  # of the file's bytes, when asked for
+
+
+# Above this many pixels an image is decoded by PIL at a reduced size (JPEG by DCT scaling,
+# never at full size) instead of by TensorFlow at full size: a 8000x8000 photo then costs a few
+# MB, not the 0.8 GB of its float32 pixels in the resize.
+LARGE_PIXELS = 4096 * 4096
+
+# PIL refuses images over 2 * Image.MAX_IMAGE_PIXELS (~179 megapixels) as possible decompression
+# bombs, and `probe` reports them. Between 1x and 2x it only warns: those are genuine large
+# photos, decoded at a reduced size, so the warning would only be noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"))
+
+
+def probe(path: str, digest: bool = False) -> FileCheck:
+    """Check that a file is an image the pipeline can decode, by decoding it once with PIL.
+
+    Never raises for a bad file: a file that is missing, a broken or looping link, unreadable,
+    not a regular file (a pipe would block the reader forever), empty, not an image, truncated,
+    damaged or too large gets a one-line reason. Decodable files say whether TensorFlow decodes
+    them itself (PNG, RGB or grey JPEG, not huge) or PIL does (CMYK JPEG, BMP, GIF, WebP, huge).
+
+    Args:
+        path: the file.
+        digest: also compute the SHA-256 of its bytes (to find duplicates).
     """
     try:
-        if os.path.getsize(path) == 0:
-            return False, "empty file (0 bytes)"
+        info = os.stat(path)
     except OSError as e:
-        return False, f"cannot read the file ({e.strerror or e})"
+        return FileCheck(path, _os_reason(path, e))
+    if stat.S_ISDIR(info.st_mode):
+        try:
+            os.scandir(path).close()
+        except OSError as e:
+            return FileCheck(path, f"cannot read the folder ({_strerror(e)})")
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "a special file")
+        return FileCheck(path, f"not a regular file ({kind})")
+    if info.st_size == 0:
+        return FileCheck(path, "empty file (0 bytes)")
     try:
-        with Image.open(path) as image:
-            kind, mode = image.format, image.mode
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return FileCheck(path, _os_reason(path, e))
+    check = probe_bytes(data)
+    return dataclasses.replace(check, path=path, sha256=hashlib.sha256(data).hexdigest()
+                               if digest and check.reason is None else None)
+
+
+def probe_bytes(data: bytes) -> FileCheck:
+    """`probe` for an encoded image in memory; `path` is left empty."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format == "PNG":
+                # PIL's decoder passes a PNG that lacks its end or has a bad checksum, TensorFlow's
+                # fails on it in the middle of training: verify() checks the whole file.
+                image.verify()
+        with Image.open(io.BytesIO(data)) as image:
+            kind, mode, (width, height) = image.format, image.mode, image.size
+            frames = getattr(image, "n_frames", 1)
+            large = width * height > LARGE_PIXELS
+            if large and kind == "JPEG":
+                image.draft(None, (width // 8, height // 8))  # still reads every byte
             image.load()
+            native = not large and (kind == "PNG" or (kind == "JPEG" and mode in ("L", "RGB")))
+            if not native:  # PIL converts it in the pipeline: make sure it can
+                corner = image.crop((0, 0, 1, 1))
+                pil_to_array(corner, 1), pil_to_array(corner, 3)
     except UnidentifiedImageError:
-        return False, "not an image (unknown or damaged file format)"
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return FileCheck("", "not an image (unknown or damaged file format)")
+    except Image.DecompressionBombError as e:
+        pixels = [int(n) for n in re.findall(r"\d+", str(e))]
+        return FileCheck("", f"image too large ({pixels[0] / 1e6:.0f} megapixels; PIL refuses "
+                             f"more than {pixels[1] / 1e6:.0f} as a possible decompression bomb): "
+                             "downscale it")
+    except MemoryError:
+        return FileCheck("", "image too large to decode in the memory available")
+    except Exception as e:  # noqa: BLE001 -- PIL's decoders raise all kinds on damaged files
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "truncated" in reason.lower():
-            return False, "truncated image (the file ends early)"
-        return False, f"corrupt image: {reason}"
-    return kind == "PNG" or (kind == "JPEG" and mode in ("L", "RGB")), None
+            return FileCheck("", "truncated image (the file ends early)")
+        return FileCheck("", f"damaged image: {reason}")
+    return FileCheck("", None, native, kind, mode, (width, height), frames)
+
+
+def _strerror(error: OSError) -> str:
+    return error.strerror or str(error) or type(error).__name__
+
+
+def _os_reason(path: str, error: OSError) -> str:
+    """Why the operating system would not let a file be read, in words."""
+    if isinstance(error, PermissionError):
+        return "permission denied (cannot open the file); make it readable or remove it"
+    if error.errno == errno.ELOOP:
+        return "symbolic link loop (the link leads back to itself)"
+    if isinstance(error, FileNotFoundError):
+        return ("broken symbolic link (its target does not exist)" if os.path.islink(path)
+                else "file not found")
+    return f"cannot read the file ({_strerror(error)})"
+
+
+def probe_all(paths: list[str], digest: bool = False) -> list[FileCheck]:
+    """`probe` for many files, in threads (PIL decodes without the GIL)."""
+    workers = min(16, (os.cpu_count() or 1) + 2)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda p: probe(p, digest), paths, chunksize=64))
+
+
+def inspect(path: str) -> tuple[bool, str | None]:
+    """`probe` as (TensorFlow can decode it itself, None) or (False, why it cannot be used)."""
+    check = probe(path)
+    return check.native, check.reason
 
 
 def inspect_all(paths: list[str]) -> list[tuple[bool, str | None]]:
-    """`inspect` for many files, in threads (PIL decodes without the GIL)."""
-    workers = min(16, (os.cpu_count() or 1) + 2)
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(inspect, paths, chunksize=64))
+    """`inspect` for many files, in threads."""
+    return [(check.native, check.reason) for check in probe_all(paths)]
 
 
 def pil_to_array(image: Image.Image, channels: int) -> np.ndarray:
@@ -119,10 +240,28 @@ def pil_to_array(image: Image.Image, channels: int) -> np.ndarray:
     return array[..., None] if channels == 1 else array
 
 
-def _pil_decode(data, channels) -> np.ndarray:
+def reduced(image: Image.Image, width: int, height: int) -> Image.Image:
+    """An opened image, decoded at no less than twice `width` x `height` when it is larger than
+    that: a JPEG by DCT scaling (it is never decoded at full size), others decoded and then
+    box-averaged. Call before `image.load()`; the final resize to the model's size is the
+    pipeline's."""
+    scale = min(image.size[0] // (2 * width), image.size[1] // (2 * height))
+    if scale < 2:
+        return image
+    if image.format == "JPEG":
+        image.draft(None, (2 * width, 2 * height))
+        scale = min(image.size[0] // (2 * width), image.size[1] // (2 * height))
+        if scale < 2:
+            return image
+    if image.mode not in ("L", "RGB", "RGBA", "CMYK", "LA", "I", "F"):  # reduce() needs one
+        image = image.convert("I" if image.mode.startswith("I") else "RGBA")
+    return image.reduce(scale)
+
+
+def _pil_decode(data, channels, height, width) -> np.ndarray:
     data = data.item() if isinstance(data, np.ndarray) else data  # eager: a 0-d object array
     with Image.open(io.BytesIO(data)) as image:
-        return pil_to_array(image, int(channels))
+        return pil_to_array(reduced(image, int(width), int(height)), int(channels))
 
 
 # --------------------------------------------------------------------------- conversion
@@ -141,8 +280,8 @@ def decode_fn(spec: ImageSpec, encoded: bool = False):
             native,
             lambda: tf.io.decode_image(data, channels=spec.decode_channels, dtype=tf.uint8,
                                        expand_animations=False),
-            lambda: tf.numpy_function(_pil_decode, [data, spec.decode_channels], tf.uint8,
-                                      stateful=False))
+            lambda: tf.numpy_function(_pil_decode, [data, spec.decode_channels, spec.height,
+                                                    spec.width], tf.uint8, stateful=False))
         image = tf.ensure_shape(image, [None, None, spec.decode_channels])
         same = tf.reduce_all(tf.shape(image)[:2] == [spec.height, spec.width])
         image = tf.cond(same, lambda: image, lambda: _resize(tf, image, spec))

@@ -47,23 +47,45 @@ def create(loaded: config_lib.LoadedConfig, run_dir: Path | None) -> Path:
         CnnctlError: the directory cannot be created or already holds a run.
     """
     path = Path(run_dir) if run_dir else default_dir(loaded)
+    option = "--run-dir" if run_dir else "run.dir (or --run-dir)"
     if (path / CONFIG).exists():
         raise CnnctlError(f"{path}: already holds a run (config.yaml exists); choose another "
                           "--run-dir or remove it")
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:  # mkdir would only say "Not a directory" or "File exists"
+        raise CnnctlError(f"{path}: cannot create the run directory: {blocker} is a file, not a "
+                          f"folder; choose another {option}")
+    made = [p for p in (path / CHECKPOINTS, path, *path.parents) if not p.exists()]
     try:
         (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         write_config(path, loaded.config)
     except OSError as e:
-        raise CnnctlError(f"{path}: cannot create the run directory ({e.strerror}); choose a "
-                          "writable --run-dir or run.dir") from None
+        for folder in made:  # leave nothing behind that looks like the start of a run
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        # name the folder that failed when it is not the run's own (e.g. a parent one can't write)
+        failed = Path(e.filename) if e.filename else path
+        where = "" if failed == path or path in failed.parents else f": {failed}"
+        raise CnnctlError(f"{path}: cannot create the run directory ({e.strerror or e}{where}); "
+                          f"choose a writable {option}") from None
     return path
 
 
 def write_config(path: Path, config: config_lib.Config) -> None:
-    """The resolved config (defaults filled in, overrides applied), readable by `cnnctl`."""
+    """The resolved config (defaults filled in, overrides applied), readable by `cnnctl`.
+
+    Written to a temporary file renamed into place, so config.yaml is never half written.
+    """
     data = config.model_dump(mode="json")
-    (path / CONFIG).write_text("# resolved config of this run; `cnnctl train` reads it as is\n"
-                               + yaml.safe_dump(data, sort_keys=False))
+    tmp = path / f".{CONFIG}.tmp-{os.getpid()}"
+    try:
+        tmp.write_text("# resolved config of this run; `cnnctl train` reads it as is\n"
+                       + yaml.safe_dump(data, sort_keys=False))
+        os.replace(tmp, path / CONFIG)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, data) -> None:
@@ -108,6 +130,24 @@ def _git_commit(where: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+
+def find_unfinished(loaded: config_lib.LoadedConfig) -> Path | None:
+    """The newest run of this config that has a backup, no results yet, and the same config."""
+    name = loaded.config.run.name or Path(loaded.file).stem
+    folder = Path(loaded.config.run.dir) / name
+    candidates = sorted((p for p in folder.glob("*/backup") if p.is_dir()),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+    for backup in candidates:
+        run_dir = backup.parent
+        if (run_dir / METRICS).exists() or not any(backup.glob("state-*.json")):
+            continue
+        try:
+            if load_config(run_dir).config == loaded.config:
+                return run_dir
+        except CnnctlError:
+            continue
+    return None
 
 
 def load_config(run_dir: Path) -> config_lib.LoadedConfig:

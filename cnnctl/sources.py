@@ -18,6 +18,24 @@ from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError
 
 
+class MissingDataPath(CnnctlError):
+    """A path of the `data:` section that does not exist (or is the wrong kind of thing).
+
+    `key` is its config path (`data.train_dir`) and `detail` the message after it, so that a
+    caller holding the YAML source can put the config file and line in front.
+    """
+
+    def __init__(self, key: str, detail: str):
+        super().__init__(f"{key}: {detail}")
+        self.key, self.detail = key, detail
+
+
+def _shown(path: Path) -> str:
+    """A path as given, plus where a relative one was looked for (the current directory)."""
+    return str(path) if path.is_absolute() else (
+        f"{path} (relative to the current directory, {Path.cwd()})")
+
+
 @dataclasses.dataclass
 class Part:
     """One split before it is a pipeline: images in memory, or files to decode (paths, or the
@@ -136,8 +154,9 @@ def resolve_npz(path: str):
                           f"{', '.join(names)}")
     file = Path(path).expanduser()
     if not file.is_file():
-        raise CnnctlError(f"data.path: {file} not found; give a .npz file with x_train, y_train, "
-                          "x_test, y_test (like keras's mnist.npz)")
+        what = "is a folder, not a file" if file.is_dir() else "not found"
+        raise MissingDataPath("data.path", f"{_shown(file)} {what}; give a .npz file with "
+                              "x_train, y_train, x_test, y_test (like keras's mnist.npz)")
     return file
 
 
@@ -243,39 +262,75 @@ def tfds_source(data, need) -> tuple[list[str], dict[str, Part]]:
 # --------------------------------------------------------------------------- folders
 def folder_source(data, need) -> tuple[list[str], dict[str, Part]]:
     """train_dir (class names: its sorted subfolders), val_dir, test_dir: image file paths,
-    not yet checked. Files are ordered class-interleaved, see `_folder_part`."""
+    not yet checked. Files are ordered class-interleaved, see `_folder_part`.
+
+    Raises:
+        CnnctlError: a folder is missing, unreadable or empty, has no class subfolders, or a
+            class folder holds no image files; each before any image is decoded.
+    """
     if data.val_dir and data.validation_split > 0:
         raise CnnctlError("data.val_dir: set either val_dir or validation_split, not both")
-    train_dir = Path(data.train_dir).expanduser()
-    if not train_dir.is_dir():
-        raise CnnctlError(f"data.train_dir: folder {train_dir} not found; give a folder with one "
-                          "subfolder of images per class")
-    class_names = sorted(d.name for d in train_dir.iterdir()
+    train_dir = _folder(data.train_dir, "data.train_dir")
+    class_names = sorted(d.name for d in _entries(train_dir, "data.train_dir")
                          if d.is_dir() and not d.name.startswith("."))
     if not class_names:
-        raise CnnctlError(f"data.train_dir: {train_dir} has no class subfolders; put each class's "
-                          f"images in a subfolder, e.g. {train_dir / 'cat'}/1.jpg")
+        loose = [f for f in _entries(train_dir, "data.train_dir") if images.is_image_file(f.name)]
+        holds = (f"it holds {_count(len(loose), 'image file')} but no folders" if loose
+                 else "it is empty")
+        raise CnnctlError(f"data.train_dir: {train_dir} has no class subfolders ({holds}); put "
+                          f"each class's images in a subfolder, e.g. {train_dir / 'cat'}/1.jpg")
     parts = {"train": _folder_part(train_dir, class_names, "data.train_dir")}
     for part, folder in (("val", data.val_dir), ("test", data.test_dir)):
         if folder and part in need:
-            parts[part] = _folder_part(Path(folder).expanduser(), class_names, f"data.{part}_dir")
+            parts[part] = _folder_part(_folder(folder, f"data.{part}_dir"), class_names,
+                                       f"data.{part}_dir")
     return class_names, parts
+
+
+def _folder(path: str, key: str) -> Path:
+    """The folder a `data.*_dir` value names.
+
+    Raises:
+        MissingDataPath: it does not exist or is a file.
+    """
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "not found"
+        raise MissingDataPath(key, f"folder {_shown(folder)} {what}; give a folder with one "
+                              "subfolder of images per class")
+    return folder
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _entries(folder: Path, where: str, what: str = "folder") -> list[Path]:
+    """The entries of a folder, or a clear error when it cannot be listed (permissions)."""
+    try:
+        return list(folder.iterdir())
+    except OSError as e:
+        raise CnnctlError(f"{where}: cannot read {what} {folder} ({e.strerror or e}); make it "
+                          "readable (chmod u+rx) or remove it") from None
 
 
 def _folder_part(folder: Path, class_names: list[str], where: str) -> Part:
     """The image files of a class-per-subfolder folder, interleaved class by class (1st of each
     class, 2nd of each class, ...) so that the first N files cover every class."""
-    if not folder.is_dir():
-        raise CnnctlError(f"{where}: folder {folder} not found")
     per_class = []
-    for sub in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")):
+    for sub in sorted(d for d in _entries(folder, where)
+                      if d.is_dir() and not d.name.startswith(".")):
         if sub.name not in class_names:
             raise CnnctlError(f"{where}: {sub} is not a class of data.train_dir (classes: "
                               f"{', '.join(class_names)}); rename or remove it")
         files = images.list_images(sub)
         if not files:
-            raise CnnctlError(f"{where}: class folder {sub} has no image files "
-                              f"({', '.join(images.IMAGE_EXTENSIONS)}); add images or remove it")
+            others = [f.name for f in _entries(sub, where, "class folder") if not f.is_dir()]
+            kinds = ", ".join(images.IMAGE_EXTENSIONS)
+            holds = (f"; it holds {_count(len(others), 'other file')}, e.g. {sorted(others)[0]}"
+                     if others else "")
+            raise CnnctlError(f"{where}: class folder {sub} has no image files ({kinds}){holds}; "
+                              "add images or remove it")
         per_class.append((class_names.index(sub.name), files))
     if not per_class:
         raise CnnctlError(f"{where}: {folder} has no class subfolders with images")

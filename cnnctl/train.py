@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from cnnctl import checkpoints
 from cnnctl import config as config_lib
 from cnnctl import data as data_lib
 from cnnctl import model as model_lib
@@ -67,44 +68,97 @@ def _check_classes(loaded, model: keras.Model, class_names: list[str]) -> None:
                       f"give the last layer {want}{n} units")
 
 
-def _callbacks(cfg: config_lib.Config, run_dir: Path, has_val: bool) -> list:
+class Interrupted(CnnctlError):
+    """Training was stopped by a signal after writing a backup."""
+
+
+class NumericalFailure(CnnctlError):
+    """The loss became NaN or infinite."""
+
+    exit_code = 3
+
+
+class _KeepState(keras.callbacks.Callback):
+    """Carries the memory of early stopping and LR-on-plateau across `fit` calls and resumes
+    (Keras resets it in on_train_begin)."""
+
+    FIELDS = ("wait", "best", "cooldown_counter", "stopped_epoch")
+
+    def __init__(self, callbacks: dict, saved: dict | None):
+        super().__init__()
+        self.callbacks, self.saved = callbacks, saved or {}
+
+    def state(self) -> dict:
+        return {name: {f: _plain(getattr(cb, f)) for f in self.FIELDS if hasattr(cb, f)}
+                for name, cb in self.callbacks.items()}
+
+    def on_train_begin(self, logs=None):
+        for name, fields in self.saved.items():
+            for field, value in fields.items():
+                setattr(self.callbacks[name], field, value)
+
+    def on_train_end(self, logs=None):
+        self.saved = self.state()
+
+
+def _plain(value):
+    try:
+        return float(value) if not isinstance(value, int) else value
+    except (TypeError, ValueError):
+        return None
+
+
+def _callbacks(cfg: config_lib.Config, run_dir: Path, has_val: bool, steps_per_epoch: int,
+               state: dict) -> tuple[list, dict]:
+    """The callbacks of a run, in the order they must run, and the ones train() inspects."""
     def monitored(name: str) -> str:
         return name if has_val or not name.startswith("val_") else name[len("val_"):]
 
-    ckpt = run_dir / runs.CHECKPOINTS
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(ckpt / runs.BEST, monitor=monitored(cfg.train.checkpoint_monitor),
-                                        save_best_only=True),
-        keras.callbacks.ModelCheckpoint(ckpt / runs.LAST),
-        keras.callbacks.CSVLogger(run_dir / runs.HISTORY),
-        keras.callbacks.TerminateOnNaN(),
-    ]
+    guard = checkpoints.NanGuard()
+    ckpt = checkpoints.Checkpoints(run_dir / runs.CHECKPOINTS, monitored(cfg.train.checkpoint_monitor),
+                                   guard, best=state.get("best"))
+    stateful = {}
     if cfg.train.early_stopping:
         es = cfg.train.early_stopping
-        callbacks.append(keras.callbacks.EarlyStopping(
+        stateful["early_stopping"] = keras.callbacks.EarlyStopping(
             monitor=monitored(es.monitor), patience=es.patience, min_delta=es.min_delta,
-            restore_best_weights=es.restore_best_weights))
+            restore_best_weights=es.restore_best_weights)
     if cfg.train.reduce_lr_on_plateau:
         rl = cfg.train.reduce_lr_on_plateau
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor=monitored(rl.monitor), factor=rl.factor, patience=rl.patience, min_lr=rl.min_lr))
+        stateful["reduce_lr"] = keras.callbacks.ReduceLROnPlateau(
+            monitor=monitored(rl.monitor), factor=rl.factor, patience=rl.patience, min_lr=rl.min_lr)
+    keep = _KeepState(stateful, state.get("callbacks"))
+    backups = checkpoints.Backups(run_dir, guard, cfg.train.backup_every_steps, steps_per_epoch,
+                                  extra_state=lambda: {"best": ckpt.best, "callbacks": keep.state()},
+                                  start_epoch=state.get("epoch", 0), start_step=state.get("step", 0))
+    stop = checkpoints.SignalStop(backups)
+    callbacks = [guard, stop, backups, ckpt, *stateful.values(), keep,
+                 keras.callbacks.CSVLogger(run_dir / runs.HISTORY, append=True)]
     if cfg.train.tensorboard and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(run_dir / runs.LOGS, profile_batch=0))
-    return callbacks
+    return callbacks, {"guard": guard, "stop": stop, "backups": backups, **stateful}
 
 
-def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, verbose: int | None = None) -> dict:
-    """Train the model of a config and write a run directory.
+def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
+          resume: Path | None = None, verbose: int | None = None) -> dict:
+    """Train the model of a config and write a run directory, or resume an interrupted run.
 
     Returns:
-        {"run_dir", "metrics", "seconds", "epochs"}.
+        {"run_dir", "metrics", "seconds", "epochs", "resumed_from"}.
     Raises:
-        CnnctlError: bad data, a config that does not fit the data, an unwritable run directory.
+        CnnctlError: bad data, a config that does not fit the data, an unwritable run directory,
+            a resume that does not match its run.
+        Interrupted: SIGINT / SIGTERM (after writing a backup).
+        NumericalFailure: a NaN or infinite loss (the last good checkpoints are kept).
     """
     cfg = loaded.config
     if cfg.data is None:
         raise CnnctlError(f"{loaded.file}: no `data:` section; say what to train on, e.g. "
                           "data: {source: keras, name: fashion_mnist}")
+    backup = None
+    if resume is not None:
+        backup = _resumable(loaded, Path(resume))
+        run_dir = Path(resume)
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -116,49 +170,145 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, verbose:
         splits = data_lib.load(cfg, input_shape=tuple(cfg.model.input_shape),
                                label_mode=optim.label_mode(cfg))
         _check_classes(loaded, model, splits.class_names)
-        steps = max(math.ceil(splits.counts["train"] / cfg.train.batch_size), 1)
-        model.compile(optimizer=optim.optimizer(cfg.optimizer, steps, cfg.train.epochs),
+        spe = splits.steps_per_epoch
+        model.compile(optimizer=optim.optimizer(cfg.optimizer, spe, cfg.train.epochs),
                       loss=optim.loss(cfg), metrics=optim.metrics(cfg),
                       jit_compile=cfg.train.jit_compile,
                       steps_per_execution=cfg.train.steps_per_execution)
-        path = runs.create(loaded, run_dir)
-        runs.write_json(path / runs.ENVIRONMENT, runs.environment())
-        runs.write_json(path / runs.CLASS_NAMES, splits.class_names)
+        state: dict = {}
+        if backup is not None:
+            state, model_file = backup
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(model_file)
+            checkpoints.restore_seed_states(model, state["seed_states"])
+            path = run_dir
+            _truncate_history(path / runs.HISTORY, state["epoch"])
+            print(f"resuming {path} at epoch {state['epoch'] + 1}, step {state['step']} "
+                  f"(backup {model_file.name})", flush=True)
+        else:
+            path = runs.create(loaded, run_dir)
+            runs.write_json(path / runs.ENVIRONMENT, runs.environment())
+            runs.write_json(path / runs.CLASS_NAMES, splits.class_names)
         _report_data(splits)
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
-        history = model.fit(splits.train, validation_data=splits.val, epochs=cfg.train.epochs,
-                            callbacks=_callbacks(cfg, path, splits.val is not None),
-                            verbose=verbose, shuffle=False)  # the pipeline shuffles
-        if _nan(history):
-            raise CnnctlError(f"training stopped: the loss became NaN or infinite in epoch "
-                              f"{len(history.epoch)}; lower optimizer.learning_rate or set "
-                              f"optimizer.clipnorm. Checkpoints so far are in {path / runs.CHECKPOINTS}")
-        metrics = _final_metrics(model, path, splits, history)
+        callbacks, named = _callbacks(cfg, path, splits.val is not None, spe, state)
+        epoch, step = state.get("epoch", 0), state.get("step", 0)
+        fit = dict(validation_data=splits.val, callbacks=callbacks, verbose=verbose, shuffle=False)
+        if step and epoch < cfg.train.epochs:
+            # finish the interrupted epoch from the step its backup was taken at
+            model.fit(splits.train_from(epoch, step), initial_epoch=epoch, epochs=epoch + 1,
+                      steps_per_epoch=spe - step, **fit)
+            epoch += 1
+        if epoch < cfg.train.epochs and not _stopped(named):
+            model.fit(splits.train_from(epoch, 0), initial_epoch=epoch, epochs=cfg.train.epochs,
+                      steps_per_epoch=spe, **fit)
+        _raise_if_stopped(loaded, path, named, resume)
+        metrics = _final_metrics(model, path, splits)
     runs.write_json(path / runs.METRICS, metrics)
     from cnnctl import plots
 
     plots.curves(path / runs.HISTORY, path / runs.CURVES)
     return {"run_dir": path, "metrics": metrics, "seconds": time.perf_counter() - start,
-            "epochs": len(history.epoch)}
+            "epochs": metrics["epochs"], "resumed_from": state.get("global_step")}
 
 
-def _nan(history) -> bool:
-    losses = history.history.get("loss", [])
-    return bool(losses) and not math.isfinite(losses[-1])
+def _stopped(named: dict) -> bool:
+    es = named.get("early_stopping")
+    return bool(named["guard"].failed or named["stop"].received is not None
+                or (es is not None and es.stopped_epoch > 0))
 
 
-def _final_metrics(model, path: Path, splits, history) -> dict:
+def _raise_if_stopped(loaded, path: Path, named: dict, resume) -> None:
+    guard, stop = named["guard"], named["stop"]
+    if guard.failed:
+        epoch, batch = guard.failed
+        kept = (f"the last good checkpoints and backup are kept in {path}"
+                 if any((path / runs.CHECKPOINTS).glob("*.keras")) else
+                 "no epoch had finished, so there is no checkpoint")
+        raise NumericalFailure(
+            f"the loss became NaN or infinite at epoch {epoch + 1}, step {batch + 1}; training "
+            f"stopped and {kept}. Lower optimizer.learning_rate, set optimizer.clipnorm, or "
+            "check the data")
+    if stop.received is not None:
+        import signal
+
+        name = signal.Signals(stop.received).name
+        b = named["backups"]
+        error = Interrupted(
+            f"interrupted by {name} at epoch {b.epoch + 1}; a backup is in {path / checkpoints.BACKUP_DIR}. "
+            f"Resume with: cnnctl train {loaded.file} --resume {path}")
+        error.exit_code = 128 + stop.received
+        raise error
+
+
+def _resumable(loaded: config_lib.LoadedConfig, run_dir: Path) -> tuple[dict, Path]:
+    """The backup to resume `run_dir` from, refusing a run whose config differs."""
+    saved = runs.load_config(run_dir).config
+    changed = config_diff(saved, loaded.config)
+    if changed:
+        raise CnnctlError(f"{run_dir}: cannot resume with a changed config ({'; '.join(changed[:5])}"
+                          f"{'; ...' if len(changed) > 5 else ''}); resume with the run's own "
+                          f"config ({run_dir / runs.CONFIG}) or start a new run")
+    found = checkpoints.latest_backup(run_dir)
+    for problem in (found[2] if found else []):
+        print(problem, file=sys.stderr, flush=True)
+    if not found or not found[0]:
+        raise CnnctlError(f"{run_dir}: no usable backup in {run_dir / checkpoints.BACKUP_DIR} "
+                          "(the run stopped before its first backup); start a new run")
+    return found[0], found[1]
+
+
+def config_diff(old: config_lib.Config, new: config_lib.Config) -> list[str]:
+    """`path: old -> new` for every value that differs between two configs."""
+    def flat(value, prefix=""):
+        if isinstance(value, dict):
+            out = {}
+            for k, v in value.items():
+                out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
+            return out
+        if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+            out = {}
+            for i, v in enumerate(value):
+                out.update(flat(v, f"{prefix}[{i}]"))
+            return out
+        return {prefix: value}
+
+    a, b = flat(old.model_dump(mode="json")), flat(new.model_dump(mode="json"))
+    return [f"{k}: {a.get(k, 'absent')} -> {b.get(k, 'absent')}"
+            for k in sorted(set(a) | set(b)) if a.get(k, "absent") != b.get(k, "absent")]
+
+
+def _truncate_history(history: Path, epoch: int) -> None:
+    """Drop history rows of epochs at or after `epoch` (a partial, interrupted epoch)."""
+    if not history.exists():
+        return
+    lines = history.read_text().splitlines(keepends=True)
+    keep = lines[:1] + [line for line in lines[1:] if int(float(line.split(",")[0])) < epoch]
+    checkpoints.atomic_write_text(history, "".join(keep))
+
+
+def _final_metrics(model, path: Path, splits) -> dict:
     """Test (and validation) figures of best.keras, the checkpoint `cnnctl eval` uses."""
+    import csv
+
     best = path / runs.CHECKPOINTS / runs.BEST
     if best.exists():
         model.load_weights(best)
-    out = {"epochs": len(history.epoch), "best_checkpoint": str(best)}
+    rows = list(csv.DictReader(open(path / runs.HISTORY))) if (path / runs.HISTORY).exists() else []
+    out = {"epochs": len(rows), "best_checkpoint": str(best)}
     for name, ds in (("val", splits.val), ("test", splits.test)):
         if ds is not None:
             out[name] = {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
-    out["history"] = {k: [float(x) for x in v] for k, v in history.history.items()}
+    out["history"] = {k: [_number(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
     return out
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:  # CSVLogger writes "NA" for a value an epoch did not have
+        return None
 
 
 def _report_data(splits) -> None:

@@ -1,0 +1,239 @@
+"""Checkpoints and backups that survive crashes: written atomically, checked on load, resumable.
+
+A backup is a full `.keras` model (weights and optimizer state) plus a JSON state file: the
+epoch and step it was taken at, the random-generator states Keras does not save, and the state
+of the callbacks that carry memory across epochs. Both are written to a temporary file and
+renamed into place, the state file last, so the newest state file always names a complete
+model file. The two newest backups are kept: if the newest is corrupt, the one before is used.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+
+from cnnctl.backend import keras
+from cnnctl.errors import CnnctlError
+
+BACKUP_DIR = "backup"
+KEEP = 2
+
+
+class CheckpointWriteError(CnnctlError):
+    """A checkpoint or backup could not be written (e.g. the disk is full)."""
+
+
+def atomic_save(model: keras.Model, path: Path) -> None:
+    """model.save(path), through a temporary file renamed into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
+    try:
+        model.save(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise CheckpointWriteError(
+            f"{path}: {'disk full' if full else e.strerror or e} while writing the checkpoint; "
+            f"the previous {path.name} (if any) is kept. "
+            + ("Free some space, then resume the run." if full else "Check the folder, then resume.")
+        ) from None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointWriteError(f"{path}: {e.strerror or e} while writing; the previous file "
+                                   "is kept") from None
+
+
+def seed_states(model: keras.Model) -> list[list[int]]:
+    """The states of the model's random generators (dropout, augmentation), which `save` omits."""
+    return [np.asarray(v.numpy()).tolist() for v in model.variables
+            if "seed_generator_state" in v.path]
+
+
+def restore_seed_states(model: keras.Model, states: list) -> None:
+    variables = [v for v in model.variables if "seed_generator_state" in v.path]
+    for variable, value in zip(variables, states):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
+# --------------------------------------------------------------------------- callbacks
+class NanGuard(keras.callbacks.Callback):
+    """Stops at the first batch whose loss is NaN or infinite and remembers where.
+
+    Other callbacks ask `failed` before writing, so the last good checkpoint and backup survive
+    (TerminateOnNaN alone lets the epoch-end checkpoint overwrite them with broken weights).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.failed: tuple[int, int] | None = None
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and self.failed is None:
+            self.failed = (self.epoch, batch)
+            self.model.stop_training = True
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """best.keras (by `monitor`) and last.keras, each written atomically at every epoch end."""
+
+    def __init__(self, folder: Path, monitor: str, guard: NanGuard, best: float | None = None):
+        super().__init__()
+        self.folder, self.monitor, self.guard = Path(folder), monitor, guard
+        self.mode = "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall")) else "min"
+        self.best = best
+
+    def improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard.failed or self.model.stop_training and _interrupted(self.model):
+            return
+        atomic_save(self.model, self.folder / "last.keras")
+        value = (logs or {}).get(self.monitor)
+        if value is not None and math.isfinite(float(value)) and self.improved(float(value)):
+            self.best = float(value)
+            atomic_save(self.model, self.folder / "best.keras")
+
+
+def _interrupted(model) -> bool:
+    return getattr(model, "_cnnctl_interrupted", False)
+
+
+class Backups(keras.callbacks.Callback):
+    """Full training state at every epoch end and, if asked, every `every_steps` steps."""
+
+    def __init__(self, run_dir: Path, guard: NanGuard, every_steps: int | None,
+                 steps_per_epoch: int, extra_state, start_epoch: int = 0, start_step: int = 0):
+        super().__init__()
+        self.dir = Path(run_dir) / BACKUP_DIR
+        self.guard, self.every, self.spe = guard, every_steps, steps_per_epoch
+        self.extra_state = extra_state  # () -> dict of other callbacks' state
+        self.epoch, self.offset = start_epoch, start_step  # the first epoch may start mid-way
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.offset = 0
+        if not self.guard.failed and not _interrupted(self.model):
+            self.save(epoch + 1, 0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.offset + batch + 1
+        if self.every and not self.guard.failed and step % self.every == 0 and step < self.spe:
+            self.save(self.epoch, step)
+
+    def save(self, epoch: int, step: int) -> Path:
+        """Write a backup from which training resumes at (epoch, step)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        global_step = epoch * self.spe + step
+        model_file = self.dir / f"ckpt-{global_step:09d}.keras"
+        atomic_save(self.model, model_file)
+        state = {"epoch": epoch, "step": step, "global_step": global_step,
+                 "model": model_file.name, "seed_states": seed_states(self.model),
+                 **self.extra_state()}
+        atomic_write_text(self.dir / f"state-{global_step:09d}.json", json.dumps(state, indent=1))
+        for old in sorted(self.dir.glob("state-*.json"))[:-KEEP]:
+            old_model = self.dir / json.loads(old.read_text()).get("model", "")
+            old.unlink(missing_ok=True)
+            if old_model.name != model_file.name:
+                old_model.unlink(missing_ok=True)
+        return model_file
+
+
+class SignalStop(keras.callbacks.Callback):
+    """On SIGINT or SIGTERM: write a backup at the current step, then stop training."""
+
+    def __init__(self, backups: Backups):
+        super().__init__()
+        self.backups = backups
+        self.received: int | None = None
+        self.previous = {}
+
+    def _handler(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.received = signum
+
+    def on_train_begin(self, logs=None):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handler)
+
+    def on_train_end(self, logs=None):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.received is not None and not self.model.stop_training:
+            self.model._cnnctl_interrupted = True
+            if not self.backups.guard.failed:
+                self.backups.save(self.backups.epoch, self.backups.offset + batch + 1)
+            self.model.stop_training = True
+
+
+# --------------------------------------------------------------------------- resuming
+def latest_backup(run_dir: Path) -> tuple[dict, Path, list[str]] | None:
+    """The newest backup whose files are complete: (state, model file, problems skipped)."""
+    folder = Path(run_dir) / BACKUP_DIR
+    problems = []
+    for state_file in sorted(folder.glob("state-*.json"), reverse=True):
+        try:
+            state = json.loads(state_file.read_text())
+            model_file = folder / state["model"]
+        except (OSError, ValueError, KeyError) as e:
+            problems.append(f"{state_file}: corrupt backup state ({e}); using an older backup")
+            continue
+        reason = check_keras_file(model_file)
+        if reason:
+            problems.append(f"{model_file}: corrupt backup ({reason}); using an older backup")
+            continue
+        return state, model_file, problems
+    return None if not problems else ({}, Path(), problems)
+
+
+def check_keras_file(path: Path) -> str | None:
+    """Why a .keras file cannot be a complete model archive, or None if it looks whole."""
+    import zipfile
+
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size == 0:
+        return "empty file"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            names = set(archive.namelist())
+    except zipfile.BadZipFile as e:
+        return f"not a complete .keras archive: {e}"
+    if bad is not None:
+        return f"damaged member {bad}"
+    if "config.json" not in names or not any(n.endswith(".weights.h5") for n in names):
+        return "the archive lacks config.json or the weights"
+    return None
