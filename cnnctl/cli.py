@@ -79,9 +79,9 @@ def train(
     """
     from cnnctl import config as config_lib
     from cnnctl import runs
-    from cnnctl import train as train_lib
 
     loaded = config_lib.load(config, set_)
+    from cnnctl import train as train_lib  # TensorFlow: only once the config is known good
     if resume is None and run_dir is None and not new:
         resume = runs.find_unfinished(loaded)
         if resume is not None:

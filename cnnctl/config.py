@@ -250,6 +250,14 @@ class LoadedConfig:
     def file(self) -> str:
         return self.source.file
 
+    def error_at(self, key: str, message: str) -> ConfigError:
+        """A ConfigError for the dotted config path `key` (`data.train_dir`), located at its
+        line in the file, or at `--set` when an override gave the value."""
+        path = tuple(key.split("."))
+        if any(path[:len(o)] == o for o in self.source.overridden):
+            return ConfigError([ConfigIssue("--set", None, key, message)])
+        return ConfigError([self.source.issue(path, message)])
+
 
 def did_you_mean(word: Any, choices) -> str:
     """` (did you mean 'x'?)` for the closest choice, or "" when nothing is close."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from cnnctl import images, sources
 from cnnctl.backend import keras
-from cnnctl.errors import CnnctlError
+from cnnctl.errors import CnnctlError, ConfigValueError
 
 import tensorflow as tf  # after cnnctl.backend, which silences TensorFlow's start-up noise
 
@@ -66,24 +67,25 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
         raise ValueError(f"label_mode must be one of {LABEL_MODES} and splits among {SPLITS}; "
                          f"received label_mode={label_mode!r}, splits={splits!r}")
     spec = images.image_spec(input_shape, data.image_size, data.color_mode)
-    carve = data.validation_split > 0
-    need = set(splits) - {"val"} | ({"train" if carve else "val"} if "val" in splits else set())
-    if carve:
+    carving = data.validation_split > 0
+    need = set(splits) - {"val"} | ({"train" if carving else "val"} if "val" in splits else set())
+    if carving:
         need.add("train")  # validation images must be kept out of train even when val isn't built
     class_names, parts = sources.SOURCES[data.source](data, need)
 
     for name, limit in (("train", data.max_train_samples), ("test", data.max_test_samples)):
         if name in parts and limit:
             parts[name] = parts[name].take(slice(None, limit))
-    if carve and "train" in parts:
-        parts["train"], parts["val"] = _carve(parts["train"], data.validation_split,
+    if carving and "train" in parts:
+        parts["train"], parts["val"] = carve(parts["train"], data.validation_split,
                                               config.train.seed)
 
     skipped: list[tuple[str, str]] = []
+    before = {name: np.bincount(part.labels, minlength=len(class_names))
+              for name, part in parts.items()}
     parts = {name: _prepare(part, spec, skipped) for name, part in parts.items() if name in splits}
-    if "train" in parts and not len(parts["train"]):
-        raise CnnctlError(f"data.train_dir: no readable images in {data.train_dir} "
-                          f"({len(skipped)} skipped as unreadable)")
+    for name, part in parts.items():
+        _check_readable(name, before[name], part, class_names, data, skipped)
     if label_mode == "binary" and len(class_names) != 2:
         raise CnnctlError(f"loss: binary_crossentropy needs 2 classes but the data has "
                           f"{len(class_names)}; use categorical_crossentropy or "
@@ -109,16 +111,38 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
                   if "train" in parts else 0)
 
 
-def _carve(part: sources.Part, fraction: float, seed: int) -> tuple[sources.Part, sources.Part]:
+def carve(part: sources.Part, fraction: float, seed: int) -> tuple[sources.Part, sources.Part]:
     """Split off a seeded random `fraction` of a part as validation; both keep their order."""
     n = len(part)
     k = int(round(n * fraction))
     if k == 0 or k == n:
-        raise CnnctlError(f"data.validation_split: {fraction} of {n} training images leaves "
+        raise ConfigValueError("data.validation_split", f"{fraction} of {n} training images leaves "
                           f"{'no validation' if k == 0 else 'no training'} images; use more data "
                           f"or a {'larger' if k == 0 else 'smaller'} fraction")
     order = np.random.default_rng(seed).permutation(n)
     return part.take(np.sort(order[k:])), part.take(np.sort(order[:k]))
+
+
+def _check_readable(split: str, before: np.ndarray, part: sources.Part, class_names, data,
+                    skipped: list[tuple[str, str]]) -> None:
+    """Refuse a split, or a class of it, whose files were all skipped as unreadable."""
+    key = {"train": "data.train_dir", "val": "data.val_dir", "test": "data.test_dir"}[split]
+    if data.source == "folder" and split == "val" and data.validation_split > 0:
+        key = "data.train_dir"
+    folder = getattr(data, key.split(".")[1], None)
+    where = f" in {folder}" if folder else ""
+    example = f", e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+    if not len(part):
+        raise ConfigValueError(key, f"no readable images{where} ({len(skipped)} skipped as "
+                          f"unreadable{example}); fix or replace the files")
+    after = np.bincount(part.labels, minlength=len(class_names))
+    empty = [class_names[i] for i in np.flatnonzero((before > 0) & (after == 0))]
+    if empty:
+        example = next((f", e.g. {path}: {reason}" for path, reason in skipped
+                        if Path(path).parent.name == empty[0]), example)
+        raise ConfigValueError(key, f"no readable images for class {', '.join(map(repr, empty))}"
+                          f"{where} (all its files were skipped as unreadable{example}); fix or "
+                          "replace them, or remove the class folder")
 
 
 def _prepare(part: sources.Part, spec: images.ImageSpec, skipped: list) -> sources.Part:
@@ -245,7 +269,7 @@ def preprocessing_layer(preprocessing, channels: int) -> "keras.layers.Layer | N
     for key in ("mean", "std"):
         given = list(getattr(norm, key))
         if len(given) not in (1, channels):
-            raise CnnctlError(f"data.preprocessing.normalize.{key}: needs 1 or {channels} values "
+            raise ConfigValueError(f"data.preprocessing.normalize.{key}", f"needs 1 or {channels} values "
                               f"(one per channel), got {len(given)}")
         values[key] = given * channels if len(given) == 1 else given
     scale = [rescale / s for s in values["std"]]

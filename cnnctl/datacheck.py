@@ -9,7 +9,7 @@ import hashlib
 import numpy as np
 
 from cnnctl import images, sources
-from cnnctl.errors import CnnctlError
+from cnnctl.errors import CnnctlError, ConfigValueError
 
 SPLITS = ("train", "val", "test")
 TOP_SIZES = 10  # image sizes listed per split, most common first
@@ -43,12 +43,18 @@ def check(config) -> dict:
                           "data: {source: keras, name: mnist}")
     carve = data.validation_split > 0
     need = {"train", "test"} | (set() if carve else {"val"})
-    class_names, parts = sources.SOURCES[data.source](data, need)
+    try:
+        class_names, parts = sources.SOURCES[data.source](data, need)
+        splits = _training_splits(parts, data, cfg.train.seed)
+    except ConfigValueError as e:
+        if hasattr(config, "error_at"):  # a LoadedConfig: name the file and line
+            raise config.error_at(e.key, e.detail) from None
+        raise
     report = {"config": str(getattr(config, "file", "")) or None, "source": data.source,
               "class_names": list(class_names), "splits": {}, "unreadable": [],
               "duplicates": [], "warnings": []}
     seen: dict[str, list[tuple[str, str, str]]] = collections.defaultdict(list)
-    for split, (part, origin, index) in _training_splits(parts, data, cfg.train.seed).items():
+    for split, (part, origin, index) in splits.items():
         summary, unreadable, hashes = _describe(part, origin, index, class_names)
         report["splits"][split] = summary
         report["unreadable"] += unreadable
@@ -72,7 +78,7 @@ def _training_splits(parts: dict, data, seed: int) -> dict:
     if data.validation_split > 0 and "train" in positions:
         from cnnctl import data as data_lib  # TensorFlow: only when there is a split to carve
 
-        positions["train"], positions["val"] = data_lib._carve(
+        positions["train"], positions["val"] = data_lib.carve(
             positions["train"], data.validation_split, seed)
         origins["val"] = "train"
     return {split: (parts[origins[split]].take(positions[split].files), origins[split],

@@ -31,3 +31,14 @@ class ConfigError(CnnctlError):
     def __init__(self, issues: list[ConfigIssue]):
         self.issues = sorted(issues, key=lambda i: (i.line or 0, i.path))
         super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class ConfigValueError(CnnctlError):
+    """A value of the config that does not work (a data path that is missing or holds no usable
+    images, a split that leaves nothing): `key` is its config path (`data.train_dir`) and `detail`
+    the message after it, so that a caller holding the YAML source can put the file and line in
+    front (`LoadedConfig.error_at`)."""
+
+    def __init__(self, key: str, detail: str):
+        super().__init__(f"{key}: {detail}")
+        self.key, self.detail = key, detail

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnctl import runs
-from cnnctl.errors import CnnctlError
+from cnnctl.errors import CnnctlError, ConfigValueError
 
 from cnnctl.backend import keras
 
@@ -397,11 +397,18 @@ def run(path: Path, *, split: str = "test", data_dir: Path | None = None) -> tup
             "data": {"source": "folder", "train_dir": str(data_dir), "test_dir": str(data_dir)}})
         split = "test"
     elif path.is_dir():
-        config = runs.load_config(path).config
+        loaded = runs.load_config(path)
+        config = loaded.config
     else:
         raise CnnctlError(f"{path}: a .keras file has no data attached; give --data DIR (a folder "
                           "with one subfolder per class) or evaluate its run directory")
-    splits = data_lib.load(config, input_shape=input_shape, label_mode=label_mode, splits=(split,))
+    try:
+        splits = data_lib.load(config, input_shape=input_shape, label_mode=label_mode,
+                               splits=(split,))
+    except ConfigValueError as e:
+        if data_dir is not None:
+            raise CnnctlError(f"--data: {e.detail}") from None
+        raise loaded.error_at(e.key, e.detail) from None
     if class_names is None:
         class_names = splits.class_names
     elif data_dir is not None and splits.class_names != class_names:

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cnnctl.errors import CnnctlError
+from cnnctl.errors import CnnctlError, ConfigValueError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
@@ -53,12 +53,12 @@ def image_spec(input_shape, image_size=None, color_mode: str | None = None) -> I
                           f"(grayscale) or 3 (rgb) channels; got {list(shape)}")
     height, width, channels = shape
     if image_size is not None and tuple(image_size) != (height, width):
-        raise CnnctlError(f"data.image_size: {list(image_size)} differs from model.input_shape "
+        raise ConfigValueError("data.image_size", f"{list(image_size)} differs from model.input_shape "
                           f"{list(shape)}; images are resized to the model's input: remove "
                           f"data.image_size or set it to {[height, width]}")
     color_mode = color_mode or ("grayscale" if channels == 1 else "rgb")
     if color_mode == "rgb" and channels == 1:
-        raise CnnctlError(f"data.color_mode: rgb gives 3 channels but model.input_shape "
+        raise ConfigValueError("data.color_mode", f"rgb gives 3 channels but model.input_shape "
                           f"{list(shape)} has 1; use color_mode: grayscale or 3 input channels")
     return ImageSpec(height, width, channels, 1 if color_mode == "grayscale" else 3)
 

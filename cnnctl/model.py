@@ -91,7 +91,7 @@ def _check_window(loaded, node: graph_lib.Node, shape) -> None:
         out = math.floor((w - k_eff) / st) + 1
         if out < 1:
             dim = ("height", "width")[axis]
-            kname = "K" if d == 1 else f"K = {d}*({k}-1)+1"
+            kname = f"K = {k}" if d == 1 else f"K = {d}*({k}-1)+1"
             raise ConfigError([loaded.source.issue(node.path, (
                 f"{spec.type} {node.name!r} does not fit its input of shape {tuple(shape[1:])}: "
                 f"output {dim} (W - K + 2P) / S + 1 = ({w} - {k_eff} + 2*0) / {st} + 1 = "

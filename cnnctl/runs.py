@@ -40,11 +40,13 @@ def default_dir(loaded: config_lib.LoadedConfig) -> Path:
     return path
 
 
-def create(loaded: config_lib.LoadedConfig, run_dir: Path | None) -> Path:
-    """Make the run directory (refusing one that already holds a run) and write config.yaml.
+def check_can_create(loaded: config_lib.LoadedConfig, run_dir: Path | None) -> tuple[Path, str]:
+    """The run directory `create` would make, and the option that names it, checked cheaply
+    (before any data is loaded): it holds no run, no file is in its way, and the nearest folder
+    that exists is writable.
 
     Raises:
-        CnnctlError: the directory cannot be created or already holds a run.
+        CnnctlError: it cannot be created or already holds a run.
     """
     path = Path(run_dir) if run_dir else default_dir(loaded)
     option = "--run-dir" if run_dir else "run.dir (or --run-dir)"
@@ -55,6 +57,21 @@ def create(loaded: config_lib.LoadedConfig, run_dir: Path | None) -> Path:
     if blocker is not None:  # mkdir would only say "Not a directory" or "File exists"
         raise CnnctlError(f"{path}: cannot create the run directory: {blocker} is a file, not a "
                           f"folder; choose another {option}")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f": {existing}"
+        raise CnnctlError(f"{path}: cannot create the run directory (Permission denied{where}); "
+                          f"choose a writable {option}")
+    return path, option
+
+
+def create(loaded: config_lib.LoadedConfig, run_dir: Path | None) -> Path:
+    """Make the run directory (refusing one that already holds a run) and write config.yaml.
+
+    Raises:
+        CnnctlError: the directory cannot be created or already holds a run.
+    """
+    path, option = check_can_create(loaded, run_dir)
     made = [p for p in (path / CHECKPOINTS, path, *path.parents) if not p.exists()]
     try:
         (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)

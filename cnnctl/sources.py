@@ -15,19 +15,7 @@ import numpy as np
 
 from cnnctl import images
 from cnnctl.backend import keras
-from cnnctl.errors import CnnctlError
-
-
-class MissingDataPath(CnnctlError):
-    """A path of the `data:` section that does not exist (or is the wrong kind of thing).
-
-    `key` is its config path (`data.train_dir`) and `detail` the message after it, so that a
-    caller holding the YAML source can put the config file and line in front.
-    """
-
-    def __init__(self, key: str, detail: str):
-        super().__init__(f"{key}: {detail}")
-        self.key, self.detail = key, detail
+from cnnctl.errors import CnnctlError, ConfigValueError
 
 
 def _shown(path: Path) -> str:
@@ -112,7 +100,7 @@ def _keras_load(name: str):
         reason = reason.split(" -- ", 1)[-1]  # "URL fetch failure on URL: None -- [Errno -2] ..."
         missing = [f for f in KERAS_FILES[name] if not (folder / f).exists()]
         if not missing:  # damaged: unreadable, or a wrong checksum and the fresh download failed
-            raise CnnctlError(f"data.name: cannot load {name} from {folder} ({reason}); replace "
+            raise ConfigValueError("data.name", f"cannot load {name} from {folder} ({reason}); replace "
                               f"{', '.join(KERAS_FILES[name])} there with complete copies, or "
                               "delete them and run once with network") from None
         where = (folder / missing[0]).parent
@@ -150,12 +138,12 @@ def resolve_npz(path: str):
         if name and "/" not in name and (shipped / name).is_file():
             return shipped / name
         names = sorted("cnnctl://" + p.name for p in shipped.iterdir() if p.name.endswith(".npz"))
-        raise CnnctlError(f"data.path: {path} is not shipped with cnnctl; shipped: "
+        raise ConfigValueError("data.path", f"{path} is not shipped with cnnctl; shipped: "
                           f"{', '.join(names)}")
     file = Path(path).expanduser()
     if not file.is_file():
         what = "is a folder, not a file" if file.is_dir() else "not found"
-        raise MissingDataPath("data.path", f"{_shown(file)} {what}; give a .npz file with "
+        raise ConfigValueError("data.path", f"{_shown(file)} {what}; give a .npz file with "
                               "x_train, y_train, x_test, y_test (like keras's mnist.npz)")
     return file
 
@@ -171,10 +159,10 @@ def npz_source(data, need) -> tuple[list[str], dict[str, Part]]:
             with loaded:
                 arrays = {key: loaded[key] for key in loaded.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise CnnctlError(f"data.path: cannot read {data.path} as a .npz file: {e}") from None
+        raise ConfigValueError("data.path", f"cannot read {data.path} as a .npz file: {e}") from None
     missing = [k for k in ("x_train", "y_train") if k not in arrays]
     if missing or ("x_test" in arrays) != ("y_test" in arrays):
-        raise CnnctlError(f"data.path: {data.path} has arrays {', '.join(sorted(arrays))}; it "
+        raise ConfigValueError("data.path", f"{data.path} has arrays {', '.join(sorted(arrays))}; it "
                           "needs x_train, y_train and optionally x_test, y_test")
     parts = {}
     for name in ("train", "test"):
@@ -184,7 +172,7 @@ def npz_source(data, need) -> tuple[list[str], dict[str, Part]]:
     if "class_names" in arrays:
         class_names = [str(c) for c in arrays["class_names"].reshape(-1)]
         if top >= len(class_names):
-            raise CnnctlError(f"data.path: {data.path} has label {top} but only "
+            raise ConfigValueError("data.path", f"{data.path} has label {top} but only "
                               f"{len(class_names)} class_names")
     else:
         class_names = [str(i) for i in range(top + 1)]
@@ -194,15 +182,15 @@ def npz_source(data, need) -> tuple[list[str], dict[str, Part]]:
 def _npz_part(x: np.ndarray, y: np.ndarray, name: str, where: str) -> Part:
     y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
     if y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu" or (len(y) and y.min() < 0):
-        raise CnnctlError(f"data.path: {where}: y_{name} must hold one class index >= 0 per "
+        raise ConfigValueError("data.path", f"{where}: y_{name} must hold one class index >= 0 per "
                           f"image of x_{name} ({len(x)}); got {y.dtype} {list(y.shape)}")
     if x.dtype.kind not in "uif":
-        raise CnnctlError(f"data.path: {where}: x_{name} must be numeric pixel values, "
+        raise ConfigValueError("data.path", f"{where}: x_{name} must be numeric pixel values, "
                           f"got {x.dtype}")
     if x.dtype != np.uint8 and len(x):
         low, high = float(x.min()), float(x.max())
         if low < 0 or high > 255 or (x.dtype.kind == "f" and high <= 1.0):
-            raise CnnctlError(f"data.path: {where}: x_{name} must hold pixel values 0..255 (got "
+            raise ConfigValueError("data.path", f"{where}: x_{name} must hold pixel values 0..255 (got "
                               f"{low:g}..{high:g}); rescaling is done in the model "
                               "(data.preprocessing.rescale)")
     return Part(y.astype(np.int64), images=x)
@@ -224,7 +212,7 @@ def tfds_source(data, need) -> tuple[list[str], dict[str, Part]]:
                    f"tfds catalogue; check the name and data.data_dir, or {build}")
         raise CnnctlError(message) from None
     if not builder.is_prepared():
-        raise CnnctlError(f"data.name: TensorFlow Datasets set {data.name!r} is not in {where} "
+        raise ConfigValueError("data.name", f"TensorFlow Datasets set {data.name!r} is not in {where} "
                           f"and is not downloaded here; {build} and copy the folder over")
     info = builder.info
     keys = info.supervised_keys
@@ -232,7 +220,7 @@ def tfds_source(data, need) -> tuple[list[str], dict[str, Part]]:
     if not (isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys)
             and isinstance(features.get(keys[0]), tfds.features.Image)
             and isinstance(features.get(keys[1]), tfds.features.ClassLabel)):
-        raise CnnctlError(f"data.name: TensorFlow Datasets set {data.name!r} has no (image, "
+        raise ConfigValueError("data.name", f"TensorFlow Datasets set {data.name!r} has no (image, "
                           "class label) pair in its supervised_keys; use an image "
                           "classification set")
     image_key, label = keys[0], features[keys[1]]
@@ -243,7 +231,7 @@ def tfds_source(data, need) -> tuple[list[str], dict[str, Part]]:
     for part, split in names.items():
         if part not in need or split not in info.splits:
             if part == "train" and part in need:
-                raise CnnctlError(f"data.name: TensorFlow Datasets set {data.name!r} has no "
+                raise ConfigValueError("data.name", f"TensorFlow Datasets set {data.name!r} has no "
                                   f"train split (it has {', '.join(info.splits)})")
             continue
         if limits.get(part):
@@ -269,7 +257,7 @@ def folder_source(data, need) -> tuple[list[str], dict[str, Part]]:
             class folder holds no image files; each before any image is decoded.
     """
     if data.val_dir and data.validation_split > 0:
-        raise CnnctlError("data.val_dir: set either val_dir or validation_split, not both")
+        raise ConfigValueError("data.val_dir", "set either val_dir or validation_split, not both")
     train_dir = _folder(data.train_dir, "data.train_dir")
     class_names = sorted(d.name for d in _entries(train_dir, "data.train_dir")
                          if d.is_dir() and not d.name.startswith("."))
@@ -277,7 +265,7 @@ def folder_source(data, need) -> tuple[list[str], dict[str, Part]]:
         loose = [f for f in _entries(train_dir, "data.train_dir") if images.is_image_file(f.name)]
         holds = (f"it holds {_count(len(loose), 'image file')} but no folders" if loose
                  else "it is empty")
-        raise CnnctlError(f"data.train_dir: {train_dir} has no class subfolders ({holds}); put "
+        raise ConfigValueError("data.train_dir", f"{train_dir} has no class subfolders ({holds}); put "
                           f"each class's images in a subfolder, e.g. {train_dir / 'cat'}/1.jpg")
     parts = {"train": _folder_part(train_dir, class_names, "data.train_dir")}
     for part, folder in (("val", data.val_dir), ("test", data.test_dir)):
@@ -291,12 +279,12 @@ def _folder(path: str, key: str) -> Path:
     """The folder a `data.*_dir` value names.
 
     Raises:
-        MissingDataPath: it does not exist or is a file.
+        ConfigValueError: it does not exist or is a file.
     """
     folder = Path(path).expanduser()
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "not found"
-        raise MissingDataPath(key, f"folder {_shown(folder)} {what}; give a folder with one "
+        raise ConfigValueError(key, f"folder {_shown(folder)} {what}; give a folder with one "
                               "subfolder of images per class")
     return folder
 
@@ -310,7 +298,7 @@ def _entries(folder: Path, where: str, what: str = "folder") -> list[Path]:
     try:
         return list(folder.iterdir())
     except OSError as e:
-        raise CnnctlError(f"{where}: cannot read {what} {folder} ({e.strerror or e}); make it "
+        raise ConfigValueError(where, f"cannot read {what} {folder} ({e.strerror or e}); make it "
                           "readable (chmod u+rx) or remove it") from None
 
 
@@ -321,7 +309,7 @@ def _folder_part(folder: Path, class_names: list[str], where: str) -> Part:
     for sub in sorted(d for d in _entries(folder, where)
                       if d.is_dir() and not d.name.startswith(".")):
         if sub.name not in class_names:
-            raise CnnctlError(f"{where}: {sub} is not a class of data.train_dir (classes: "
+            raise ConfigValueError(where, f"{sub} is not a class of data.train_dir (classes: "
                               f"{', '.join(class_names)}); rename or remove it")
         files = images.list_images(sub)
         if not files:
@@ -329,11 +317,11 @@ def _folder_part(folder: Path, class_names: list[str], where: str) -> Part:
             kinds = ", ".join(images.IMAGE_EXTENSIONS)
             holds = (f"; it holds {_count(len(others), 'other file')}, e.g. {sorted(others)[0]}"
                      if others else "")
-            raise CnnctlError(f"{where}: class folder {sub} has no image files ({kinds}){holds}; "
+            raise ConfigValueError(where, f"class folder {sub} has no image files ({kinds}){holds}; "
                               "add images or remove it")
         per_class.append((class_names.index(sub.name), files))
     if not per_class:
-        raise CnnctlError(f"{where}: {folder} has no class subfolders with images")
+        raise ConfigValueError(where, f"{folder} has no class subfolders with images")
     order = sorted(((i, label, f) for label, files in per_class for i, f in enumerate(files)))
     return Part(np.array([label for _, label, _ in order], np.int64),
                 files=np.array([f for _, _, f in order]))

@@ -15,7 +15,7 @@ from cnnctl import model as model_lib
 from cnnctl import optim
 from cnnctl import runs
 from cnnctl.backend import keras
-from cnnctl.errors import CnnctlError
+from cnnctl.errors import CnnctlError, ConfigValueError
 
 
 def assemble(loaded: config_lib.LoadedConfig) -> keras.Model:
@@ -159,6 +159,8 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
     if resume is not None:
         backup = _resumable(loaded, Path(resume))
         run_dir = Path(resume)
+    else:
+        runs.check_can_create(loaded, run_dir)  # before minutes of data loading, not after
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -166,9 +168,12 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
         tf.config.experimental.enable_op_determinism()
     start = time.perf_counter()
     with _precision(cfg.train.mixed_precision):
-        model = assemble(loaded)
-        splits = data_lib.load(cfg, input_shape=tuple(cfg.model.input_shape),
-                               label_mode=optim.label_mode(cfg))
+        try:
+            model = assemble(loaded)
+            splits = data_lib.load(cfg, input_shape=tuple(cfg.model.input_shape),
+                                   label_mode=optim.label_mode(cfg))
+        except ConfigValueError as e:
+            raise loaded.error_at(e.key, e.detail) from None
         _check_classes(loaded, model, splits.class_names)
         spe = splits.steps_per_epoch
         model.compile(optimizer=optim.optimizer(cfg.optimizer, spe, cfg.train.epochs),

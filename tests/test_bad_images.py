@@ -321,14 +321,14 @@ def test_empty_folder_and_empty_class_folder_are_errors_before_training(tmp_path
         result = runner.invoke(app, command)
         assert result.exit_code == 2, result.output
         assert result.stderr.splitlines() == [
-            f"data.train_dir: {empty} has no class subfolders (it is empty); put each class's "
+            f"{config}:8: data.train_dir: {empty} has no class subfolders (it is empty); put each class's "
             f"images in a subfolder, e.g. {empty}/cat/1.jpg"]
         assert "Traceback" not in result.output and "Epoch" not in result.output
 
     shutil.copyfile(sorted((cifar_folders / "train" / "cat").iterdir())[0], empty / "1.jpg")
     result = runner.invoke(app, ["data", "check", str(config)])
     assert result.stderr.splitlines() == [
-        f"data.train_dir: {empty} has no class subfolders (it holds 1 image file but no "
+        f"{config}:8: data.train_dir: {empty} has no class subfolders (it holds 1 image file but no "
         f"folders); put each class's images in a subfolder, e.g. {empty}/cat/1.jpg"]
 
     train = tmp_path / "train"
@@ -340,15 +340,34 @@ def test_empty_folder_and_empty_class_folder_are_errors_before_training(tmp_path
     result = runner.invoke(app, ["train", str(config), "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines() == [
-        f"data.train_dir: class folder {train}/dog has no image files ({kinds}); add images or "
+        f"{config}:8: data.train_dir: class folder {train}/dog has no image files ({kinds}); add images or "
         "remove it"]
     assert "Epoch" not in result.output
     (train / "dog" / "readme.txt").write_text("dogs go here")
     result = runner.invoke(app, ["data", "check", str(config)])
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        f"data.train_dir: class folder {train}/dog has no image files ({kinds}); it holds 1 "
+        f"{config}:8: data.train_dir: class folder {train}/dog has no image files ({kinds}); it holds 1 "
         "other file, e.g. readme.txt; add images or remove it"]
+
+
+
+def test_a_class_whose_files_are_all_unreadable_is_an_error_naming_one(tmp_path, cifar_folders):
+    train = tmp_path / "train"
+    shutil.copytree(cifar_folders / "train", train)
+    broken = sorted((train / "ship").iterdir())
+    for f in broken:
+        f.write_bytes(b"")
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG.format(root=tmp_path).replace(f'"{tmp_path}/test"',
+                                                           f'"{cifar_folders}/test"'))
+    result = runner.invoke(app, ["train", str(config), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"{config}:8: data.train_dir: no readable images for class 'ship' in {train} (all its "
+        f"files were skipped as unreadable, e.g. {broken[0]}: empty file (0 bytes)); fix or "
+        "replace them, or remove the class folder"]
+    assert not (tmp_path / "run").exists()
 
 
 def test_huge_images_are_decoded_at_a_reduced_size(folder, tmp_path):

@@ -113,7 +113,7 @@ BAD_CONFIGS = {
         "    - {type: flatten}",  # a 5x5 window on the 3x3 map of the last conv
         "    - {type: conv2d, filters: 4, kernel_size: 5}\n    - {type: flatten}",
         "10: model.layers[5]: conv2d 'conv2d_3' does not fit its input of shape (3, 3, 4): "
-        "output height (W - K + 2P) / S + 1 = (3 - 5 + 2*0) / 1 + 1 = -1 < 1 (K, padding valid); "
+        "output height (W - K + 2P) / S + 1 = (3 - 5 + 2*0) / 1 + 1 = -1 < 1 (K = 5, padding valid); "
         "use padding: same, a smaller window, or fewer downsampling layers before it"),
 }
 
@@ -145,17 +145,17 @@ def test_train_folder_that_does_not_exist(tmp_path):
     folder = tmp_path / "no" / "such" / "train"
     text = edit('  source: npz\n  path: "cnnctl://fashion_mnist_small.npz"',
                 f"  source: folder\n  train_dir: {folder}")
-    result, _, run = train(tmp_path, text)
-    # TODO(train.py): put "FILE:LINE: " in front, see sources.MissingDataPath
-    assert_refused(result, f"data.train_dir: folder {folder} not found; give a folder with one "
-                           "subfolder of images per class")
+    result, config, run = train(tmp_path, text)
+    assert_refused(result, f"{config}:15: data.train_dir: folder {folder} not found; give a "
+                           "folder with one subfolder of images per class")
     assert not run.exists()
 
 
 def test_train_npz_that_does_not_exist_names_the_current_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative data path is read from here
-    result, _, run = train(tmp_path, edit('"cnnctl://fashion_mnist_small.npz"', "data/missing.npz"))
-    assert_refused(result, f"data.path: data/missing.npz (relative to the current directory, "
+    result, config, run = train(tmp_path, edit('"cnnctl://fashion_mnist_small.npz"',
+                                               "data/missing.npz"))
+    assert_refused(result, f"{config}:15: data.path: data/missing.npz (relative to the current directory, "
                            f"{tmp_path}) not found; give a .npz file with x_train, y_train, "
                            "x_test, y_test (like keras's mnist.npz)")
     assert not run.exists()
@@ -194,7 +194,6 @@ def test_train_disk_full_while_creating_the_run_directory(tmp_path, monkeypatch)
     assert not (tmp_path / "new").exists()
 
 
-@pytest.mark.skip(reason="checkpoint writer in progress")
 def test_full_disk_while_writing_last_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     """The disk fills up in epoch 2 while last.keras is written: exit 2 with "disk full", and
     epoch 1's last.keras is still there, whole and loadable; no results are written."""

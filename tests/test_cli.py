@@ -100,7 +100,7 @@ BAD = {
     "impossible shape": (
         "input_shape: [28, 28, 1]", "input_shape: [6, 6, 1]",
         "8: model.layers[2]: conv2d 'conv2d_1' does not fit its input of shape (2, 2, 32): "
-        "output height (W - K + 2P) / S + 1 = (2 - 3 + 2*0) / 1 + 1 = 0 < 1 (K, padding valid); "
+        "output height (W - K + 2P) / S + 1 = (2 - 3 + 2*0) / 1 + 1 = 0 < 1 (K = 3, padding valid); "
         "use padding: same, a smaller window, or fewer downsampling layers before it"),
     "duplicate key": (
         "train: {epochs: 5, batch_size: 128}", "train: {epochs: 5, batch_size: 128, epochs: 2}",

@@ -41,6 +41,11 @@ def collect(ds) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def epoch_of(splits, epoch: int = 0, step: int = 0):
+    """One epoch of the endless training stream (from `step` on)."""
+    return splits.train_from(epoch, step).take(splits.steps_per_epoch - step)
+
+
 def read_idx(path: Path, offset: int) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         return np.frombuffer(f.read(), np.uint8, offset=offset)
@@ -163,7 +168,7 @@ def test_npz_without_class_names_and_label_column(tmp_path):
                   input_shape=(6, 6, 3))
     assert splits.class_names == ["0", "1", "2"]
     assert splits.class_counts["train"] == {"0": 100, "1": 100, "2": 100}
-    np.testing.assert_array_equal(np.sort(ids(splits.train)), np.arange(300))
+    np.testing.assert_array_equal(np.sort(ids(epoch_of(splits))), np.arange(300))
 
 
 def test_npz_bad_arrays_are_clear_errors(tmp_path):
@@ -190,7 +195,7 @@ def test_validation_split_is_disjoint_and_seeded(tmp_path):
     source = {"source": "npz", "path": str(ids_npz(tmp_path / "ids.npz")),
               "max_train_samples": 200, "validation_split": 0.25}
     a = load(source, input_shape=(6, 6, 3), seed=1)
-    train, val = ids(a.train), ids(a.val)
+    train, val = ids(epoch_of(a)), ids(a.val)
     assert len(val) == 50 and len(train) == 150
     assert not set(train) & set(val)
     assert set(train) | set(val) == set(range(200))  # carved after max_train_samples
@@ -205,12 +210,21 @@ def test_validation_split_is_disjoint_and_seeded(tmp_path):
 
 def test_train_is_reshuffled_each_epoch_with_the_seed(tmp_path):
     source = {"source": "npz", "path": str(ids_npz(tmp_path / "ids.npz"))}
-    a = load(source, input_shape=(6, 6, 3), seed=5)
-    first, second = ids(a.train), ids(a.train)
+    a = load(source, input_shape=(6, 6, 3), seed=5, batch_size=32)
+    assert a.steps_per_epoch == 10  # 300 images, batch 32: the last batch holds 12
+    first, second = ids(epoch_of(a, 0)), ids(epoch_of(a, 1))
     assert sorted(first) == sorted(second) == list(range(300))
     assert list(first) != list(second) and list(first) != list(range(300))
-    again = load(source, input_shape=(6, 6, 3), seed=5)
-    assert list(ids(again.train)) == list(first)
+    # the endless stream is epoch 0 then epoch 1 ..., batch for batch
+    stream = ids(a.train.take(20))
+    assert list(stream) == list(first) + list(second)
+    # the order depends on (seed, epoch) only: a new load, or resuming mid-epoch, sees the same
+    again = load(source, input_shape=(6, 6, 3), seed=5, batch_size=32)
+    assert list(ids(epoch_of(again, 1))) == list(second)
+    assert list(ids(epoch_of(again, 1, step=4))) == list(second[4 * 32:])
+    assert list(ids(again.train_from(0, 9).take(2))) == list(first[9 * 32:]) + list(second[:32])
+    other = load(source, input_shape=(6, 6, 3), seed=6, batch_size=32)
+    assert list(ids(epoch_of(other, 0))) != list(first)
 
 
 def test_validation_split_too_small(tmp_path):
@@ -229,7 +243,7 @@ def test_folder_counts_classes_and_shapes(cifar_folders):
     assert splits.counts == {"train": 45, "val": 15, "test": 60}
     assert splits.class_counts["test"] == {"airplane": 20, "cat": 20, "ship": 20}
     assert splits.skipped == []
-    x, y = collect(splits.train)
+    x, y = collect(epoch_of(splits))
     assert x.shape == (45, 32, 32, 3) and x.dtype == np.float32 and y.shape == (45, 3)
     # the decoded pixels are the JPEG's own, as PIL reads them (up to decoder rounding)
     x_test, y_test = collect(splits.test)
@@ -242,7 +256,7 @@ def test_folder_max_samples_are_class_interleaved_and_resized(cifar_folders):
     splits = load({"source": "folder", "train_dir": str(cifar_folders / "train"), "max_train_samples": 9,
                    "cache": False}, input_shape=(16, 20, 1), splits=("train",))
     assert splits.class_counts["train"] == {"airplane": 3, "cat": 3, "ship": 3}
-    x, _ = collect(splits.train)
+    x, _ = collect(epoch_of(splits))
     assert x.shape == (9, 16, 20, 1)
 
 
@@ -262,7 +276,7 @@ def test_folder_skips_and_lists_unreadable_files(cifar_folders, tmp_path):
     assert reasons["notes.JPG"].startswith("not an image")
     assert reasons["cut.jpeg"] == "truncated image (the file ends early)"
     assert splits.class_counts["train"] == {"airplane": 20, "cat": 20, "ship": 20}
-    assert len(collect(splits.train)[0]) == 60  # the pipeline never meets the bad files
+    assert len(collect(epoch_of(splits))[0]) == 60  # the pipeline never meets the bad files
 
 
 def test_folder_errors(cifar_folders, tmp_path):
@@ -310,7 +324,7 @@ def test_folder_decodes_every_format_and_mode(tmp_path):
     splits = load({"source": "folder", "train_dir": str(tmp_path / "train")}, input_shape=(24, 24, 3),
                   splits=("train",))
     assert splits.skipped == [] and splits.counts["train"] == 18
-    x, _ = collect(splits.train)
+    x, _ = collect(epoch_of(splits))
     assert x.shape == (18, 24, 24, 3)
 
 
@@ -357,7 +371,7 @@ def test_tfds_fixed_size_set(tfds_dir):
     assert splits.class_names == ["dark", "light"]
     assert splits.counts == {"train": 20, "val": 0, "test": 4}
     assert splits.class_counts["train"] == {"dark": 10, "light": 10}
-    x, y = collect(splits.train)
+    x, y = collect(epoch_of(splits))
     assert x.shape == (20, 12, 12, 1)
     np.testing.assert_array_equal(x[:, 0, 0, 0], np.where(y == 0, 40, 210))
 
@@ -522,7 +536,7 @@ def test_pipeline_augmentation_touches_train_only(tmp_path):
     splits = load({"source": "npz", "path": str(tmp_path / "left.npz"), "validation_split": 0.5},
                   input_shape=(4, 4, 1), augmentation={"placement": "pipeline", "layers": [
                       {"type": "random_flip", "mode": "horizontal"}]})
-    train, _ = collect(splits.train)
+    train, _ = collect(epoch_of(splits))
     flipped = train[:, 0, 3, 0] == 200
     assert 0 < flipped.sum() < len(train)
     for split in (splits.val, splits.test):
@@ -530,4 +544,4 @@ def test_pipeline_augmentation_touches_train_only(tmp_path):
         assert np.all(images_[:, :, 0, 0] == 200) and np.all(images_[:, :, 3, 0] == 0)
     model_placed = load({"source": "npz", "path": str(tmp_path / "left.npz")}, input_shape=(4, 4, 1),
                         augmentation={"placement": "model", "layers": [{"type": "random_flip"}]})
-    assert np.all(collect(model_placed.train)[0][:, :, 0, 0] == 200)
+    assert np.all(collect(epoch_of(model_placed))[0][:, :, 0, 0] == 200)

@@ -113,7 +113,7 @@ def test_cli_json_and_errors(tmp_path, write_yaml):
                                  "data.path=cnnctl://nope.npz"])
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        "data.path: cnnctl://nope.npz is not shipped with cnnctl; shipped: "
+        "--set: data.path: cnnctl://nope.npz is not shipped with cnnctl; shipped: "
         "cnnctl://fashion_mnist_small.npz"]
     with pytest.raises(CnnctlError, match="the config has no `data:` section"):
         datacheck.check(Config.model_validate({"model": {"input_shape": [8, 8, 1]}}))

@@ -418,7 +418,7 @@ def test_window_larger_than_its_input(write_yaml):
     """)
     assert message == (
         f"{path}:5: model.layers[1]: conv2d 'head' does not fit its input of shape (2, 2, 3): "
-        "output height (W - K + 2P) / S + 1 = (2 - 3 + 2*0) / 1 + 1 = 0 < 1 (K, padding valid); "
+        "output height (W - K + 2P) / S + 1 = (2 - 3 + 2*0) / 1 + 1 = 0 < 1 (K = 3, padding valid); "
         "use padding: same, a smaller window, or fewer downsampling layers before it")
 
 
