@@ -1,5 +1,5 @@
 """`python -m cnnctl` is `cnnctl`."""
 
-from cnnctl.cli import app
+from cnnctl.cli import run
 
-app(prog_name="cnnctl")
+run()

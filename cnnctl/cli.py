@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -100,11 +102,14 @@ def eval_(
     data: Annotated[Optional[Path], typer.Option(
         "--data", help="Evaluate on this folder of class subfolders instead.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    tta: Annotated[Optional[str], typer.Option(
+        "--tta", help="Test-time augmentation: none or flip (default: the run's "
+        "train.test_time_augmentation).")] = None,
 ) -> None:
     """Accuracy, loss, per-class precision/recall/F1 and confusion matrix of a checkpoint."""
     from cnnctl import evaluate
 
-    report, class_names, written = evaluate.run(path, split=split, data_dir=data)
+    report, class_names, written = evaluate.run(path, split=split, data_dir=data, tta=tta)
     if as_json:
         print(json.dumps(report, indent=2))
     else:
@@ -181,3 +186,17 @@ def main(version: Annotated[bool, typer.Option("--version", help="Print the vers
 
 if __name__ == "__main__":
     app()
+
+
+# Commands that only build models or read files: they compute nothing a backend would speed up,
+# so they run on Keras's NumPy backend and never pay for importing TensorFlow.
+_NO_TRAINING = ("check", "data")
+
+
+def run() -> None:
+    """The `cnnctl` executable."""
+    if (len(sys.argv) > 1 and sys.argv[1] in _NO_TRAINING and "KERAS_BACKEND" not in os.environ
+            and importlib.util.find_spec("scipy") is not None):  # Keras's NumPy backend needs it
+        os.environ["KERAS_BACKEND"] = "numpy"
+    app(prog_name="cnnctl")
+

@@ -158,6 +158,9 @@ class OptimizerConfig(Strict):
     clipnorm: PositiveFloat | None = Field(None, description="Clip each gradient to this norm.")
     clipvalue: PositiveFloat | None = Field(None, description="Clip gradient values to +-this.")
     schedule: Schedule = Field(default_factory=Schedule)
+    reference_batch_size: PositiveInt | None = Field(
+        None, description="Scale the learning rates linearly by train.batch_size / this (the "
+        "batch size they were tuned for), so a larger batch keeps the same recipe.")
 
 
 class LossConfig(Strict):
@@ -204,7 +207,8 @@ class TrainConfig(Strict):
     batch_size: PositiveInt = Field(32, description="Images per step.")
     seed: int = Field(42, description="Seeds weights, shuffling, validation split and augmentation.")
     deterministic: bool = Field(False, description="Deterministic ops (slower) for bit-exact reruns.")
-    mixed_precision: Literal["off", "float16", "bfloat16"] = Field(
+    mixed_precision: Annotated[Literal["off", "float16", "bfloat16"], BeforeValidator(
+        lambda v: "off" if v is False else v)] = Field(  # YAML 1.1 reads a bare `off` as false
         "off", description="Compute in half precision, keep weights in float32.")
     jit_compile: Union[bool, Literal["auto"]] = Field("auto", description="XLA-compile the train step.")
     steps_per_execution: PositiveInt = Field(1, description="Batches run per call into the backend.")
@@ -217,6 +221,9 @@ class TrainConfig(Strict):
         "epoch end); a resumed run continues from the newest backup.")
     checkpoint_monitor: str = Field("val_loss", description="Metric that picks best.keras; "
                                     "falls back to loss when there is no validation data.")
+    test_time_augmentation: Literal["none", "flip"] = Field(
+        "none", description="flip: final metrics (and `cnnctl eval`, `predict`) average the "
+        "probabilities of each image and its horizontal mirror.")
 
 
 class RunConfig(Strict):

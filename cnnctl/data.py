@@ -1,10 +1,11 @@
-"""Training data: a config's data set as batched tf.data pipelines, and the preprocessing and
-augmentation layers that go with it."""
+"""Training data: a config's data set as batched pipelines (tf.data, or NumPy `PyDataset`s on the
+JAX and PyTorch backends), and the preprocessing and augmentation layers that go with it."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,6 @@ from cnnctl import images, sources
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError, ConfigValueError
 
-import tensorflow as tf  # after cnnctl.backend, which silences TensorFlow's start-up noise
 
 SPLITS = ("train", "val", "test")
 LABEL_MODES = ("int", "categorical", "binary")
@@ -26,16 +26,17 @@ class Splits:
     Images are float32 [B, H, W, C] with pixel values 0..255 (preprocessing is in the model).
     """
 
-    train: "tf.data.Dataset | None"  # seeded reshuffle per epoch; augmented if placement: pipeline
-    val: "tf.data.Dataset | None"  # not shuffled, never augmented
-    test: "tf.data.Dataset | None"
+    # tf.data.Dataset or keras.utils.PyDataset (see `_use_arrays`)
+    train: Any  # endless, seeded reshuffle per epoch; augmented if placement: pipeline
+    val: Any  # not shuffled, never augmented
+    test: Any
     class_names: list[str]
     counts: dict[str, int]  # images per split, 0 for a split that is absent or not asked for
     class_counts: dict[str, dict[str, int]]  # split -> class name -> images
     skipped: list[tuple[str, str]]  # (path, reason) of unreadable files left out
     # train_from(epoch, step): the endless training stream from that point on. The order of each
     # epoch depends only on (train.seed, epoch), so a resumed run sees the batches it would have.
-    train_from: "Callable[[int, int], tf.data.Dataset] | None" = None
+    train_from: "Callable[[int, int], Any] | None" = None
     steps_per_epoch: int = 0
 
 
@@ -94,12 +95,23 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
     augment = []
     if config.augmentation.placement == "pipeline":
         augment = augmentation_layers(config.augmentation, seed=config.train.seed)
-    pipelines = {name: _pipeline(part, spec, len(class_names), label_mode, data)
-                 for name, part in parts.items() if name != "train"}
+    n = len(class_names)
+    if _use_arrays(parts, data):
+        from cnnctl import arrays
+
+        pipelines = {name: arrays.Batches(part, n, label_mode)
+                     for name, part in parts.items() if name != "train"}
+        stream = (lambda part: arrays.train_stream(part, n, label_mode, config.train, augment))
+    else:
+        from cnnctl import tfdata
+
+        pipelines = {name: tfdata.pipeline(part, spec, n, label_mode, data)
+                     for name, part in parts.items() if name != "train"}
+        stream = (lambda part: tfdata.train_stream(part, spec, n, label_mode, data,
+                                                   config.train, augment))
     train_from = None
     if "train" in parts:
-        train_from = _train_stream(parts["train"], spec, len(class_names), label_mode, data,
-                                   config.train, augment)
+        train_from = stream(parts["train"])
         pipelines["train"] = train_from(0, 0)
     class_counts = {name: dict(zip(class_names, np.bincount(part.labels, minlength=len(class_names))
                                    .tolist())) for name, part in parts.items()}
@@ -109,6 +121,26 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
                   class_counts=class_counts, skipped=skipped, train_from=train_from,
                   steps_per_epoch=-(-len(parts["train"]) // config.train.batch_size)
                   if "train" in parts else 0)
+
+
+def _use_arrays(parts: dict, data) -> bool:
+    """Feed Keras from NumPy (no TensorFlow) rather than tf.data: on the JAX and PyTorch
+    backends, for data sets held in memory. Image files are decoded by tf.data on any backend.
+
+    Raises:
+        CnnctlError: image files to decode and no TensorFlow installed.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return False
+    if all(part.images is not None for part in parts.values()):
+        return True
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise ConfigValueError("data.source", f"{data.source}: image files are decoded with "
+                               "tf.data, and TensorFlow is not installed; install tensorflow, or "
+                               "use an in-memory source (keras, npz)") from None
+    return False
 
 
 def carve(part: sources.Part, fraction: float, seed: int) -> tuple[sources.Part, sources.Part]:
@@ -155,101 +187,6 @@ def _prepare(part: sources.Part, spec: images.ImageSpec, skipped: list) -> sourc
     skipped.extend((str(f), reason) for f, (_, reason) in zip(part.files, checks) if reason)
     part = dataclasses.replace(part, native=np.array([native for native, _ in checks], bool))
     return part.take(np.array([reason is None for _, reason in checks], bool))
-
-
-def _pipeline(part: sources.Part, spec, num_classes: int, label_mode: str, data) -> tf.data.Dataset:
-    """A batched evaluation pipeline of (float32 images 0..255, labels): in order, no augmentation."""
-    autotune = tf.data.AUTOTUNE
-    to_labels = _label_fn(label_mode, num_classes)
-    labels = part.labels.astype(np.int32)
-    if part.images is not None:
-        ds = tf.data.Dataset.from_tensor_slices((part.images, labels)).batch(_EVAL_BATCH)
-    else:
-        decode = images.decode_fn(spec, encoded=part.encoded)
-        ds = tf.data.Dataset.from_tensor_slices((part.files, part.native, labels))
-        ds = ds.map(lambda f, native, y: (decode(f, native), y), num_parallel_calls=autotune)
-        ds = ds.batch(_EVAL_BATCH)
-        if data.cache:
-            ds = ds.cache()  # decoded uint8 images, in memory, from the second pass on
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), to_labels(y)), num_parallel_calls=autotune)
-    return ds.prefetch(autotune)
-
-
-# Evaluation batches: independent of train.batch_size (it changes no result), large enough to
-# keep the per-batch overhead small.
-_EVAL_BATCH = 256
-# In-memory caching of decoded image folders up to this many bytes of uint8 pixels.
-CACHE_BYTES = 2 * 1024**3
-
-
-def _label_fn(label_mode: str, num_classes: int):
-    return {
-        "int": lambda y: y,
-        "categorical": lambda y: tf.one_hot(y, num_classes, dtype=tf.float32),
-        "binary": lambda y: tf.reshape(tf.cast(y, tf.float32), (-1, 1)),
-    }[label_mode]
-
-
-def _train_stream(part: sources.Part, spec, num_classes: int, label_mode: str, data, train,
-                  augment: list) -> Callable[[int, int], tf.data.Dataset]:
-    """The training stream as a function of where it starts (epoch, step).
-
-    Each epoch is a permutation drawn from (seed, epoch) with stateless ops, so the stream can
-    be rebuilt at any step of any epoch: that is what makes a resumed run equal to an
-    uninterrupted one. Batches never straddle two epochs.
-    """
-    autotune = tf.data.AUTOTUNE
-    n, batch_size = len(part), train.batch_size
-    seed = tf.constant(train.seed, tf.int64)
-    to_labels = _label_fn(label_mode, num_classes)
-    labels = part.labels.astype(np.int32)
-    if part.images is None and not part.encoded and data.cache and \
-            n * spec.height * spec.width * spec.channels <= CACHE_BYTES:
-        # decode the folder once; every epoch then gathers from memory like an array source
-        decoded = _pipeline(part, spec, num_classes, "int", data)
-        part = dataclasses.replace(part, images=np.concatenate(
-            [x.astype(np.uint8) for x, _ in decoded.as_numpy_iterator()]))
-
-    def permutation(epoch):
-        noise = tf.random.stateless_uniform([n], seed=tf.stack([seed, tf.cast(epoch, tf.int64)]))
-        return tf.argsort(noise)
-
-    if part.images is not None:
-        def epoch_batches(epoch, start):
-            return tf.data.Dataset.from_tensor_slices(permutation(epoch)[start:]).batch(batch_size)
-
-        def to_batches(indices):
-            arrays = tf.data.Dataset.from_tensors((part.images, labels)).repeat()
-            return tf.data.Dataset.zip(indices, arrays).map(
-                lambda i, xy: (tf.cast(tf.gather(xy[0], i), tf.float32),
-                               to_labels(tf.gather(xy[1], i))), num_parallel_calls=autotune)
-    else:
-        decode = images.decode_fn(spec, encoded=part.encoded)
-        files, native = tf.constant(part.files), tf.constant(part.native)
-
-        def epoch_batches(epoch, start):
-            return (tf.data.Dataset.from_tensor_slices(permutation(epoch)[start:])
-                    .map(lambda i: (decode(tf.gather(files, i), tf.gather(native, i)),
-                                    tf.gather(labels, i)), num_parallel_calls=autotune)
-                    .batch(batch_size))
-
-        def to_batches(batches):
-            return batches.map(lambda x, y: (tf.cast(x, tf.float32), to_labels(y)),
-                               num_parallel_calls=autotune)
-
-    def train_from(epoch: int, step: int) -> tf.data.Dataset:
-        first = epoch_batches(tf.constant(epoch, tf.int64), step * batch_size)
-        rest = tf.data.Dataset.range(epoch + 1, 2**62).flat_map(lambda e: epoch_batches(e, 0))
-        ds = to_batches(first.concatenate(rest))
-        if augment:
-            def apply(x, y):
-                for layer in augment:
-                    x = layer(x, training=True)
-                return x, y
-            ds = ds.map(apply, num_parallel_calls=autotune)
-        return ds.prefetch(autotune)
-
-    return train_from
 
 
 # --------------------------------------------------------------------------- layers

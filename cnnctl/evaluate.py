@@ -371,8 +371,21 @@ def class_names_for(path: Path) -> list[str] | None:
     return None
 
 
-def run(path: Path, *, split: str = "test", data_dir: Path | None = None) -> tuple[dict, list[str], dict]:
+def with_flip_tta(model: keras.Model) -> keras.Model:
+    """`model` averaging its probabilities over each image and its horizontal mirror (flip
+    test-time augmentation). For evaluation only: it shares the weights of `model`."""
+    inputs = keras.Input(model.input_shape[1:])
+    mirrored = keras.ops.flip(inputs, axis=2)
+    outputs = keras.ops.divide(keras.ops.add(model(inputs), model(mirrored)), 2.0)
+    return keras.Model(inputs, outputs, name=f"{model.name}_flip_tta")
+
+
+def run(path: Path, *, split: str = "test", data_dir: Path | None = None,
+        tta: str | None = None) -> tuple[dict, list[str], dict]:
     """`cnnctl eval`: score a run's checkpoint (or a .keras file) on a split or a folder.
+
+    `tta`: "flip" or "none"; None takes the run's train.test_time_augmentation ("none" for a
+    .keras file).
 
     Returns:
         (report, class names, files written).
@@ -390,6 +403,8 @@ def run(path: Path, *, split: str = "test", data_dir: Path | None = None) -> tup
     label_mode = "binary" if model.output_shape[-1] == 1 else "int"
     if split not in data_lib.SPLITS:
         raise CnnctlError(f"--split {split!r}: choose one of {', '.join(data_lib.SPLITS)}")
+    if tta not in (None, "none", "flip"):
+        raise CnnctlError(f"--tta {tta!r}: choose none or flip")
     if data_dir is not None:
         # a folder of class subfolders, read like a test folder of the run's data
         config = config_lib.Config.model_validate({
@@ -415,10 +430,15 @@ def run(path: Path, *, split: str = "test", data_dir: Path | None = None) -> tup
         raise CnnctlError(f"{data_dir}: its class folders ({', '.join(splits.class_names)}) are not "
                           f"the model's classes ({', '.join(class_names)}); give a folder with "
                           "one subfolder per model class")
+    if tta is None:
+        tta = config.train.test_time_augmentation if path.is_dir() else "none"
+    if tta == "flip":
+        model = with_flip_tta(model)
     dataset = getattr(splits, split)
     if dataset is None:
         raise CnnctlError(f"{path}: the run has no {split} split (set data.validation_split or "
                           "data.val_dir / data.test_dir when training); try --split test")
     report = evaluate(model, dataset, class_names)
+    report["test_time_augmentation"] = tta
     out_dir = path if path.is_dir() else path.parent
     return report, class_names, write_report(report, class_names, out_dir, split)

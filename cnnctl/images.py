@@ -316,18 +316,19 @@ def fit_arrays(x: np.ndarray, spec: ImageSpec, where: str = "images") -> np.ndar
         x = x[..., :3]  # RGBA: the alpha channel is dropped, as PIL does for RGBA -> RGB
     to_grey = x.shape[-1] == 3 and spec.decode_channels == 1
     if to_grey or x.shape[1:3] != (spec.height, spec.width):
-        import tensorflow as tf
+        from cnnctl.backend import keras  # keras.ops: on any backend, TensorFlow not needed
 
-        chunks = []
+        ops, chunks = keras.ops, []
         for start in range(0, len(x), 2048):
-            chunk = tf.convert_to_tensor(x[start:start + 2048])
+            chunk = ops.convert_to_tensor(x[start:start + 2048], dtype="float32")
             if to_grey:
-                chunk = tf.image.rgb_to_grayscale(tf.cast(chunk, tf.float32))
-            if chunk.shape[1:3] != (spec.height, spec.width):
-                chunk = tf.image.resize(chunk, (spec.height, spec.width), antialias=True)
+                chunk = ops.image.rgb_to_grayscale(chunk)
+            if tuple(chunk.shape[1:3]) != (spec.height, spec.width):
+                chunk = ops.image.resize(chunk, (spec.height, spec.width), antialias=True)
+            chunk = ops.convert_to_numpy(chunk)
             if x.dtype == np.uint8:
-                chunk = tf.saturate_cast(tf.round(chunk), tf.uint8)
-            chunks.append(chunk.numpy().astype(x.dtype))
+                chunk = np.clip(np.round(chunk), 0, 255)
+            chunks.append(chunk.astype(x.dtype))
         x = np.concatenate(chunks) if chunks else np.zeros((0, spec.height, spec.width,
                                                             spec.decode_channels), x.dtype)
     if x.shape[-1] == 1 and spec.channels == 3:

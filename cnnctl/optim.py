@@ -133,7 +133,16 @@ def learning_rate(spec: config_lib.OptimizerConfig, steps_per_epoch: int, epochs
     return after if after is not None else lr
 
 
-def optimizer(spec: config_lib.OptimizerConfig, steps_per_epoch: int, epochs: int):
+def optimizer(spec: config_lib.OptimizerConfig, steps_per_epoch: int, epochs: int,
+              batch_size: int | None = None):
+    """The Keras optimizer of a config, its schedule stepping once per batch; learning rates
+    scaled by batch_size / spec.reference_batch_size when that is set."""
+    if spec.reference_batch_size and batch_size:
+        scale = batch_size / spec.reference_batch_size
+        spec = spec.model_copy(update={
+            "learning_rate": spec.learning_rate * scale,
+            "schedule": spec.schedule.model_copy(
+                update={"min_learning_rate": spec.schedule.min_learning_rate * scale})})
     lr = learning_rate(spec, steps_per_epoch, epochs)
     common = {"learning_rate": lr, "clipnorm": spec.clipnorm, "clipvalue": spec.clipvalue}
     if spec.name == "adamw":

@@ -18,7 +18,7 @@ WRONG_COLOUR = "tab:red"
 UNKNOWN_COLOUR = "tab:gray"
 OTHER_COLOUR = "lightgray"
 
-_NOT_METRICS = {"epoch", "loss", "learning_rate", "lr"}
+_NOT_METRICS = {"epoch", "loss", "learning_rate", "lr", "epoch_seconds"}
 
 
 def _figure(width: float, height: float):

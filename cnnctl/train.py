@@ -108,6 +108,18 @@ def _plain(value):
         return None
 
 
+class _EpochTimer(keras.callbacks.Callback):
+    """Adds `epoch_seconds` (wall time of the epoch, validation included) to the logs, so that
+    history.csv records the speed of every epoch."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self.start
+
+
 def _callbacks(cfg: config_lib.Config, run_dir: Path, has_val: bool, steps_per_epoch: int,
                state: dict) -> tuple[list, dict]:
     """The callbacks of a run, in the order they must run, and the ones train() inspects."""
@@ -132,7 +144,7 @@ def _callbacks(cfg: config_lib.Config, run_dir: Path, has_val: bool, steps_per_e
                                   extra_state=lambda: {"best": ckpt.best, "callbacks": keep.state()},
                                   start_epoch=state.get("epoch", 0), start_step=state.get("step", 0))
     stop = checkpoints.SignalStop(backups)
-    callbacks = [guard, stop, backups, ckpt, *stateful.values(), keep,
+    callbacks = [guard, stop, backups, ckpt, *stateful.values(), keep, _EpochTimer(),
                  keras.callbacks.CSVLogger(run_dir / runs.HISTORY, append=True)]
     if cfg.train.tensorboard and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(run_dir / runs.LOGS, profile_batch=0))
@@ -176,7 +188,8 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
             raise loaded.error_at(e.key, e.detail) from None
         _check_classes(loaded, model, splits.class_names)
         spe = splits.steps_per_epoch
-        model.compile(optimizer=optim.optimizer(cfg.optimizer, spe, cfg.train.epochs),
+        model.compile(optimizer=optim.optimizer(cfg.optimizer, spe, cfg.train.epochs,
+                                                cfg.train.batch_size),
                       loss=optim.loss(cfg), metrics=optim.metrics(cfg),
                       jit_compile=cfg.train.jit_compile,
                       steps_per_execution=cfg.train.steps_per_execution)
@@ -209,7 +222,7 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
             model.fit(splits.train_from(epoch, 0), initial_epoch=epoch, epochs=cfg.train.epochs,
                       steps_per_epoch=spe, **fit)
         _raise_if_stopped(loaded, path, named, resume)
-        metrics = _final_metrics(model, path, splits)
+        metrics = _final_metrics(model, path, splits, cfg)
     runs.write_json(path / runs.METRICS, metrics)
     from cnnctl import plots
 
@@ -293,7 +306,7 @@ def _truncate_history(history: Path, epoch: int) -> None:
     checkpoints.atomic_write_text(history, "".join(keep))
 
 
-def _final_metrics(model, path: Path, splits) -> dict:
+def _final_metrics(model, path: Path, splits, cfg: config_lib.Config) -> dict:
     """Test (and validation) figures of best.keras, the checkpoint `cnnctl eval` uses."""
     import csv
 
@@ -301,7 +314,13 @@ def _final_metrics(model, path: Path, splits) -> dict:
     if best.exists():
         model.load_weights(best)
     rows = list(csv.DictReader(open(path / runs.HISTORY))) if (path / runs.HISTORY).exists() else []
-    out = {"epochs": len(rows), "best_checkpoint": str(best)}
+    out = {"epochs": len(rows), "best_checkpoint": str(best),
+           "test_time_augmentation": cfg.train.test_time_augmentation}
+    if cfg.train.test_time_augmentation == "flip":
+        from cnnctl import evaluate
+
+        model = evaluate.with_flip_tta(model)
+        model.compile(loss=optim.loss(cfg), metrics=optim.metrics(cfg))
     for name, ds in (("val", splits.val), ("test", splits.test)):
         if ds is not None:
             out[name] = {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}

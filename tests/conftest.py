@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +35,10 @@ def build_yaml(write_yaml):
 
 
 # --------------------------------------------------------------------------- real data
-SHARED_DATA = "/work/shared/data"  # see its README.md: Fashion-MNIST IDX files, CIFAR-10 as JPEG
+# ../shared/data beside the checkout (see its README.md: Fashion-MNIST IDX files, CIFAR-10 as
+# JPEG folders); CNNCTL_SHARED_DATA names another place.
+SHARED_DATA = os.environ.get("CNNCTL_SHARED_DATA") or str(
+    Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ PARAMS = {
     "cats_vs_dogs": 97_569,
     "resnet20_cifar10": 274_042,
     "unet": 482_067,
+    "cifar10_fast": 1_975_072,
 }
 # configs that rebuild a keras.applications network, and how Keras builds it
 APPLICATIONS = {

@@ -13,14 +13,15 @@ import pytest
 from PIL import Image
 
 from cnnctl import evaluate as ev
+from conftest import SHARED_DATA
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError
 
-DATA = Path("/work/shared/data/fashion-mnist")
+DATA = Path(SHARED_DATA) / "fashion-mnist"
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
            "Bag", "Ankle boot"]
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="needs /work/shared/data/fashion-mnist")
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"needs {DATA}")
 
 
 def read_idx(path: Path, header: int, magic: int) -> np.ndarray:

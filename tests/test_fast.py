@@ -1,0 +1,199 @@
+"""Fast paths and backends (issue "Fast"): every fast-path option trains a model as good as the
+default path; the same YAML trains on the TensorFlow, JAX and PyTorch backends, the last two
+with TensorFlow not importable; `check` and `--help` never import TensorFlow."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnctl import arrays
+from cnnctl import config as config_lib
+from cnnctl import evaluate
+from cnnctl import optim
+from cnnctl import sources
+from cnnctl import train as train_lib
+from cnnctl.backend import keras
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = """
+model:
+  name: fast_paths
+  input_shape: [28, 28, 1]
+  layers:
+    - {type: conv2d, filters: 16, kernel_size: 3, activation: relu}
+    - {type: max_pool2d, pool_size: 2}
+    - {type: conv2d, filters: 32, kernel_size: 3, activation: relu}
+    - {type: max_pool2d, pool_size: 2}
+    - {type: flatten}
+    - {type: dense, units: 10, activation: softmax}
+data: {source: npz, path: "cnnctl://fashion_mnist_small.npz", max_train_samples: 2048}
+augmentation: {placement: model, layers: [{type: random_translation, height_factor: 0.05, width_factor: 0.05}]}
+optimizer: {name: adam, learning_rate: 0.002}
+loss: categorical_crossentropy
+train: {epochs: 3, batch_size: 64, seed: 3, tensorboard: false}
+"""
+MARGIN = 0.06  # test accuracy (1,000 images) within this of the default path
+
+
+def train(tmp_path: Path, *overrides: str) -> dict:
+    config = tmp_path / "fast.yaml"
+    config.write_text(CONFIG)
+    loaded = config_lib.load(config, list(overrides))
+    return train_lib.train(loaded, tmp_path / "run", verbose=0)["metrics"]
+
+
+@pytest.fixture(scope="module")
+def default_accuracy(tmp_path_factory) -> float:
+    accuracy = train(tmp_path_factory.mktemp("default"))["test"]["accuracy"]
+    assert accuracy > 0.70, "the default path must learn for the comparisons to mean anything"
+    return accuracy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", [
+    ["train.jit_compile=false"],
+    ["train.jit_compile=true", "train.steps_per_execution=8"],
+    ["train.mixed_precision=bfloat16"],
+    ["train.batch_size=256", "optimizer.reference_batch_size=64"],
+    ["augmentation.placement=pipeline"],
+    ["optimizer={name: sgd, learning_rate: 0.05, momentum: 0.9, nesterov: true}",
+     "loss={name: categorical_crossentropy, label_smoothing: 0.1}"],
+], ids=["no_xla", "xla_8_steps_per_call", "bfloat16", "batch_256_lr_scaled", "pipeline_aug",
+        "nesterov_label_smoothing"])
+def test_fast_path_option_keeps_model_quality(tmp_path, default_accuracy, overrides):
+    metrics = train(tmp_path, *overrides)
+    assert abs(metrics["test"]["accuracy"] - default_accuracy) <= MARGIN, (overrides, metrics["test"])
+
+
+def test_reference_batch_size_scales_the_learning_rates():
+    spec = config_lib.OptimizerConfig.model_validate(
+        {"name": "sgd", "learning_rate": 0.1, "reference_batch_size": 256,
+         "schedule": {"type": "cosine", "min_learning_rate": 0.01}})
+    opt = optim.optimizer(spec, steps_per_epoch=10, epochs=2, batch_size=1024)
+    schedule = opt.learning_rate if callable(opt.learning_rate) else opt._learning_rate
+    assert float(schedule(0)) == pytest.approx(0.4)
+    assert float(schedule(20)) == pytest.approx(0.04)  # the floor is scaled too
+    unscaled = optim.optimizer(spec.model_copy(update={"reference_batch_size": None}), 10, 2, 1024)
+    assert float(unscaled._learning_rate(0)) == pytest.approx(0.1)
+
+
+def test_flip_tta_averages_an_image_and_its_mirror():
+    inputs = keras.Input((4, 5, 1))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(
+        keras.layers.Flatten()(inputs)))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 4, 5, 1)).astype("float32")
+    want = (model.predict_on_batch(x) + model.predict_on_batch(x[:, :, ::-1])) / 2
+    np.testing.assert_allclose(evaluate.with_flip_tta(model).predict_on_batch(x), want, rtol=1e-5)
+
+
+def test_tta_in_final_metrics_and_eval(tmp_path):
+    metrics = train(tmp_path, "train.epochs=1", "train.test_time_augmentation=flip")
+    assert metrics["test_time_augmentation"] == "flip"
+    report, _, _ = evaluate.run(tmp_path / "run")
+    assert report["test_time_augmentation"] == "flip"
+    assert report["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
+    plain, _, _ = evaluate.run(tmp_path / "run", tta="none")
+    assert plain["test_time_augmentation"] == "none" and plain["accuracy"] != report["accuracy"]
+
+
+# --------------------------------------------------------------------------- NumPy input
+def ids_part(n: int = 100) -> sources.Part:
+    """Images whose first pixel is their index."""
+    x = np.zeros((n, 2, 2, 1), np.uint8)
+    x[:, 0, 0, 0] = np.arange(n)
+    return sources.Part(np.arange(n) % 3, images=x)
+
+
+def test_numpy_stream_orders_epochs_by_seed_and_resumes_mid_epoch():
+    spec = config_lib.TrainConfig(batch_size=32, seed=5)
+    train_from = arrays.train_stream(ids_part(), 3, "int", spec, [])
+
+    def ids(stream, steps):
+        return np.concatenate([stream[i][0][:, 0, 0, 0] for i in range(steps)]).astype(int)
+
+    two_epochs = ids(train_from(0, 0), 8)  # 100 images, batch 32: 4 steps, the last of 4
+    first, second = two_epochs[:100], two_epochs[100:]
+    assert sorted(first) == sorted(second) == list(range(100))
+    assert list(first) != list(second) != list(range(100))
+    np.testing.assert_array_equal(ids(train_from(1, 2), 2), second[64:])
+    np.testing.assert_array_equal(ids(train_from(0, 3), 2), np.concatenate([first[96:], second[:32]]))
+    other = arrays.train_stream(ids_part(), 3, "int", spec.model_copy(update={"seed": 6}), [])
+    assert list(ids(other(0, 0), 4)) != list(first)
+    x, y = train_from(0, 0)[0]
+    assert x.dtype == np.float32 and y.dtype == np.int32 and x.shape == (32, 2, 2, 1)
+
+
+def test_numpy_batches_in_order_with_label_modes():
+    part = ids_part(300)
+    batches = arrays.Batches(part, 3, "categorical")
+    assert len(batches) == 2
+    x, y = batches[1]
+    assert x.shape == (44, 2, 2, 1) and y.shape == (44, 3)
+    np.testing.assert_array_equal(x[:, 0, 0, 0], np.arange(256, 300) % 256)
+    np.testing.assert_array_equal(y.argmax(1), np.arange(256, 300) % 3)
+    assert arrays.Batches(part, 2, "binary")[0][1].shape == (256, 1)
+
+
+# --------------------------------------------------------------------------- backends
+@pytest.fixture(scope="module")
+def without_tensorflow(tmp_path_factory) -> dict:
+    """Environment for `python -S`: this venv's site-packages minus TensorFlow (and the packages
+    that need it), as on a machine where only JAX or PyTorch is installed."""
+    site = Path(keras.__file__).resolve().parents[1]
+    shadow = tmp_path_factory.mktemp("site-packages-without-tensorflow")
+    for entry in site.iterdir():
+        top = entry.name.split("-")[0].split(".")[0].lower()
+        if top in ("tensorflow", "tensorboard", "tensorflow_datasets", "tf_keras") \
+                or entry.suffix == ".pth":
+            continue
+        (shadow / entry.name).symlink_to(entry)
+    env = {**os.environ, "PYTHONPATH": f"{shadow}{os.pathsep}{ROOT}"}
+    probe = subprocess.run([sys.executable, "-S", "-c", "import tensorflow"], env=env,
+                           capture_output=True, text=True)
+    assert probe.returncode != 0 and "No module named 'tensorflow'" in probe.stderr
+    return env
+
+
+@pytest.fixture(scope="module")
+def tensorflow_run(tmp_path_factory) -> dict:
+    return train(tmp_path_factory.mktemp("tf"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_same_yaml_trains_on_each_backend_without_tensorflow(
+        backend, tmp_path, without_tensorflow, tensorflow_run):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (.ci/run installs it)")
+    config = tmp_path / "fast.yaml"
+    config.write_text(CONFIG)
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-S", "-m", "cnnctl", "train", str(config), "--run-dir",
+                           str(run)], env={**without_tensorflow, "KERAS_BACKEND": backend},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "environment.json").read_text())["backend"] == backend
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 3
+    assert abs(metrics["test"]["accuracy"] - tensorflow_run["test"]["accuracy"]) <= MARGIN
+    assert (run / "checkpoints" / "best.keras").is_file()
+
+
+def test_check_and_help_never_import_tensorflow():
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    for args in (["--help"], ["check", str(ROOT / "configs" / "mnist.yaml")]):
+        done = subprocess.run([sys.executable, "-X", "importtime", "-m", "cnnctl", *args],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+                    if line.startswith("import time:")]
+        assert imported and not [m for m in imported if m.split(".")[0] == "tensorflow"], args
+    assert "params: 93,322" in done.stdout
