@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +79,7 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
             parts[name] = parts[name].take(slice(None, limit))
     if carving and "train" in parts:
         parts["train"], parts["val"] = carve(parts["train"], data.validation_split,
-                                              config.train.seed)
+                                             config.train.seed)
 
     skipped: list[tuple[str, str]] = []
     before = {name: np.bincount(part.labels, minlength=len(class_names))
@@ -148,9 +148,11 @@ def carve(part: sources.Part, fraction: float, seed: int) -> tuple[sources.Part,
     n = len(part)
     k = int(round(n * fraction))
     if k == 0 or k == n:
-        raise ConfigValueError("data.validation_split", f"{fraction} of {n} training images leaves "
-                          f"{'no validation' if k == 0 else 'no training'} images; use more data "
-                          f"or a {'larger' if k == 0 else 'smaller'} fraction")
+        raise ConfigValueError(
+            "data.validation_split",
+            f"{fraction} of {n} training images leaves "
+            f"{'no validation' if k == 0 else 'no training'} images; use more data "
+            f"or a {'larger' if k == 0 else 'smaller'} fraction")
     order = np.random.default_rng(seed).permutation(n)
     return part.take(np.sort(order[k:])), part.take(np.sort(order[:k]))
 
