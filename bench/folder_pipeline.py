@@ -18,14 +18,17 @@ import argparse
 import json
 import time
 
-import keras
-import tensorflow as tf
+# Keras and TensorFlow are imported where they are used, not here: cnnctl checks a large folder
+# in spawned worker processes, which import this script's top level again.
 
 SHAPE = (32, 32, 3)
 
 
 def keras_pipeline(train_dir: str, batch_size: int, seed: int):
     """(setup seconds, epoch -> dataset) of the plain Keras pipeline."""
+    import keras
+    import tensorflow as tf
+
     start = time.perf_counter()
     ds = keras.utils.image_dataset_from_directory(train_dir, image_size=SHAPE[:2],
                                                   batch_size=batch_size, shuffle=True, seed=seed)

@@ -82,7 +82,9 @@ class DataConfig(Strict):
     max_train_samples: PositiveInt | None = Field(None, description="Use only the first N train images.")
     max_test_samples: PositiveInt | None = Field(None, description="Use only the first N test images.")
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
-    cache: bool = Field(True, description="Cache decoded images in memory after the first epoch.")
+    cache: bool = Field(True, description="Decode image files once, into memory, while checking "
+                        "them before training (when they fit in 2 GiB of pixels); false: decode "
+                        "them anew in every epoch.")
     shuffle_buffer: PositiveInt = Field(10_000, description="Shuffle buffer of file-based sources.")
 
     @model_validator(mode="after")

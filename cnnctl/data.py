@@ -16,6 +16,8 @@ from cnnctl.errors import CnnctlError, ConfigValueError
 
 
 SPLITS = ("train", "val", "test")
+# Image folders (`data.cache`) are decoded into memory up to this many bytes of uint8 pixels.
+CACHE_BYTES = 2 * 1024**3
 LABEL_MODES = ("int", "categorical", "binary")
 
 
@@ -84,7 +86,8 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
     skipped: list[tuple[str, str]] = []
     before = {name: np.bincount(part.labels, minlength=len(class_names))
               for name, part in parts.items()}
-    parts = {name: _prepare(part, spec, skipped) for name, part in parts.items() if name in splits}
+    parts = {name: _prepare(part, spec, skipped, data) for name, part in parts.items()
+             if name in splits}
     for name, part in parts.items():
         _check_readable(name, before[name], part, class_names, data, skipped)
     if label_mode == "binary" and len(class_names) != 2:
@@ -105,10 +108,10 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
     else:
         from cnnctl import tfdata
 
-        pipelines = {name: tfdata.pipeline(part, spec, n, label_mode, data)
+        pipelines = {name: tfdata.pipeline(part, spec, n, label_mode)
                      for name, part in parts.items() if name != "train"}
-        stream = (lambda part: tfdata.train_stream(part, spec, n, label_mode, data,
-                                                   config.train, augment))
+        stream = (lambda part: tfdata.train_stream(part, spec, n, label_mode, config.train,
+                                                   augment))
     train_from = None
     if "train" in parts:
         train_from = stream(parts["train"])
@@ -125,7 +128,8 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
 
 def _use_arrays(parts: dict, data) -> bool:
     """Feed Keras from NumPy (no TensorFlow) rather than tf.data: on the JAX and PyTorch
-    backends, for data sets held in memory. Image files are decoded by tf.data on any backend.
+    backends, for data sets held in memory (image folders too, once decoded: see `_prepare`).
+    Image files left on disk are decoded by tf.data on any backend.
 
     Raises:
         CnnctlError: image files to decode and no TensorFlow installed.
@@ -134,13 +138,18 @@ def _use_arrays(parts: dict, data) -> bool:
         return False
     if all(part.images is not None for part in parts.values()):
         return True
+    _need_tensorflow(data)
+    return False
+
+
+def _need_tensorflow(data) -> None:
     try:
         import tensorflow  # noqa: F401
     except ImportError:
-        raise ConfigValueError("data.source", f"{data.source}: image files are decoded with "
-                               "tf.data, and TensorFlow is not installed; install tensorflow, or "
-                               "use an in-memory source (keras, npz)") from None
-    return False
+        raise ConfigValueError("data.source", f"{data.source}: these image files are decoded with "
+                               "tf.data (they need resizing, or data.cache is off, or they do "
+                               "not fit in memory), and TensorFlow is not installed; install "
+                               "tensorflow, or use an in-memory source (keras, npz)") from None
 
 
 def carve(part: sources.Part, fraction: float, seed: int) -> tuple[sources.Part, sources.Part]:
@@ -179,16 +188,31 @@ def _check_readable(split: str, before: np.ndarray, part: sources.Part, class_na
                           "replace them, or remove the class folder")
 
 
-def _prepare(part: sources.Part, spec: images.ImageSpec, skipped: list) -> sources.Part:
-    """Bring in-memory images to the model's shape; check every file, dropping unreadable ones."""
+def _prepare(part: sources.Part, spec: images.ImageSpec, skipped: list, data) -> sources.Part:
+    """Bring a split to the model's shape: in-memory images resized, image files checked (the
+    unreadable ones dropped) and, when `data.cache` and they fit in CACHE_BYTES, decoded into
+    memory by that same check, so that each file is read and decoded once."""
     if part.images is not None:
         return dataclasses.replace(part, images=images.fit_arrays(part.images, spec))
     if part.encoded:
         return part
-    checks = images.inspect_all(part.files.tolist())
-    skipped.extend((str(f), reason) for f, (_, reason) in zip(part.files, checks) if reason)
-    part = dataclasses.replace(part, native=np.array([native for native, _ in checks], bool))
-    return part.take(np.array([reason is None for _, reason in checks], bool))
+    fits = data.cache and len(part) * int(np.prod(spec.shape)) <= CACHE_BYTES
+    checks = images.probe_all(part.files.tolist(), keep=spec if fits else None)
+    skipped.extend((str(f), c.reason) for f, c in zip(part.files, checks) if c.reason)
+    readable = np.array([c.reason is None for c in checks], bool)
+    checks = [c for c in checks if c.reason is None]
+    part = dataclasses.replace(part.take(readable), native=np.array([c.native for c in checks], bool))
+    if not fits or not checks:
+        return part
+    pixels = [c.pixels for c in checks]
+    rest = [i for i, p in enumerate(pixels) if p is None]  # need resizing, or TensorFlow's decode
+    if rest:
+        _need_tensorflow(data)
+        from cnnctl import tfdata
+
+        for i, image in zip(rest, tfdata.decode_all(part.take(np.array(rest)), spec)):
+            pixels[i] = image
+    return dataclasses.replace(part, images=np.stack(pixels))
 
 
 # --------------------------------------------------------------------------- layers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import multiprocessing
 import errno
 import hashlib
 import io
@@ -103,6 +104,9 @@ class FileCheck:
     size: tuple[int, int] | None = None  # (width, height)
     frames: int = 1  # an animated image gives its first frame
     sha256: str | None = None  # of the file's bytes, when asked for
+    # uint8 [H, W, C] at the model's size, when asked for (`keep`) and these are exactly the
+    # pixels `decode_fn` gives: the decode of the check is then the decode of the training data
+    pixels: np.ndarray | None = None
 
 
 # Above this many pixels an image is decoded by PIL at a reduced size (JPEG by DCT scaling,
@@ -120,7 +124,7 @@ _FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
                (stat.S_ISBLK, "a block device"))
 
 
-def probe(path: str, digest: bool = False) -> FileCheck:
+def probe(path: str, digest: bool = False, keep: ImageSpec | None = None) -> FileCheck:
     """Check that a file is an image the pipeline can decode, by decoding it once with PIL.
 
     Never raises for a bad file: a file that is missing, a broken or looping link, unreadable,
@@ -131,6 +135,8 @@ def probe(path: str, digest: bool = False) -> FileCheck:
     Args:
         path: the file.
         digest: also compute the SHA-256 of its bytes (to find duplicates).
+        keep: the model's image spec: keep the decoded pixels (`FileCheck.pixels`) where they
+            need no resizing and equal what `decode_fn` gives for the file.
     """
     try:
         info = os.stat(path)
@@ -151,27 +157,38 @@ def probe(path: str, digest: bool = False) -> FileCheck:
             data = f.read()
     except OSError as e:
         return FileCheck(path, _os_reason(path, e))
-    check = probe_bytes(data)
+    check = probe_bytes(data, keep)
     return dataclasses.replace(check, path=path, sha256=hashlib.sha256(data).hexdigest()
                                if digest and check.reason is None else None)
 
 
-def probe_bytes(data: bytes) -> FileCheck:
+def probe_bytes(data: bytes, keep: ImageSpec | None = None) -> FileCheck:
     """`probe` for an encoded image in memory; `path` is left empty."""
+    pixels = None
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format == "PNG":
-                # PIL's decoder passes a PNG that lacks its end or has a bad checksum, TensorFlow's
-                # fails on it in the middle of training: verify() checks the whole file.
+        image = Image.open(io.BytesIO(data))
+        if image.format == "PNG":
+            # PIL's decoder passes a PNG that lacks its end or has a bad checksum, TensorFlow's
+            # fails on it in the middle of training: verify() checks the whole file.
+            with image:
                 image.verify()
-        with Image.open(io.BytesIO(data)) as image:
+            image = Image.open(io.BytesIO(data))  # verify() leaves it unusable
+        with image:
             kind, mode, (width, height) = image.format, image.mode, image.size
             frames = getattr(image, "n_frames", 1)
             large = width * height > LARGE_PIXELS
+            native = not large and (kind == "PNG" or (kind == "JPEG" and mode in ("L", "RGB")))
+            keeping = (keep is not None and (width, height) == (keep.width, keep.height)
+                       and not large and _same_pixels(kind, mode, native, keep.decode_channels))
             if large and kind == "JPEG":
                 image.draft(None, (width // 8, height // 8))  # still reads every byte
+            elif keeping and kind == "JPEG" and mode == "RGB" and keep.decode_channels == 1:
+                image.draft("L", image.size)  # libjpeg's own grey output, as TensorFlow's
             image.load()
-            native = not large and (kind == "PNG" or (kind == "JPEG" and mode in ("L", "RGB")))
+            if keeping:
+                pixels = pil_to_array(image, keep.decode_channels)
+                if keep.channels != keep.decode_channels:
+                    pixels = np.repeat(pixels, keep.channels, axis=-1)
             if not native:  # PIL converts it in the pipeline: make sure it can
                 corner = image.crop((0, 0, 1, 1))
                 pil_to_array(corner, 1), pil_to_array(corner, 3)
@@ -189,7 +206,21 @@ def probe_bytes(data: bytes) -> FileCheck:
         if "truncated" in reason.lower():
             return FileCheck("", "truncated image (the file ends early)")
         return FileCheck("", f"damaged image: {reason}")
-    return FileCheck("", None, native, kind, mode, (width, height), frames)
+    return FileCheck("", None, native, kind, mode, (width, height), frames, pixels=pixels)
+
+
+def _same_pixels(kind: str, mode: str, native: bool, channels: int) -> bool:
+    """Whether PIL's decode of a file at the model's size gives exactly `decode_fn`'s pixels.
+
+    Files PIL decodes in the pipeline too (not native): always. JPEG: TensorFlow decodes with
+    libjpeg's accurate integer DCT, as PIL does, grey output included. PNG: lossless, but
+    TensorFlow's RGB-to-grey weights are not PIL's, so colour PNGs read as grey are left to
+    TensorFlow (checked against TensorFlow 2.21 and Pillow in tests/test_data.py).
+    """
+    if not native or kind == "JPEG":
+        return True
+    grey = mode in ("L", "LA", "I;16")
+    return grey or (channels == 3 and mode in ("RGB", "RGBA", "P"))
 
 
 def _strerror(error: OSError) -> str:
@@ -208,11 +239,29 @@ def _os_reason(path: str, error: OSError) -> str:
     return f"cannot read the file ({_strerror(error)})"
 
 
-def probe_all(paths: list[str], digest: bool = False) -> list[FileCheck]:
-    """`probe` for many files, in threads (PIL decodes without the GIL)."""
-    workers = min(16, (os.cpu_count() or 1) + 2)
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda p: probe(p, digest), paths, chunksize=64))
+# From this many files on, `probe_all` spreads them over one process per core: most of a probe
+# is PIL's Python code (header parsing, modes), which threads would serialise on the GIL.
+PROCESSES_FROM = 2000
+
+
+def probe_all(paths: list[str], digest: bool = False,
+              keep: ImageSpec | None = None) -> list[FileCheck]:
+    """`probe` for many files, in order; in worker processes when there are many."""
+    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                  else os.cpu_count() or 1, 16)
+    if workers < 2 or len(paths) < PROCESSES_FROM:
+        return [probe(p, digest, keep) for p in paths]
+    chunk = -(-len(paths) // (workers * 8))
+    chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+    # spawn, not fork: the parent may run TensorFlow's or JAX's threads
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return [check for checks in pool.map(_probe_chunk, chunks, [digest] * len(chunks),
+                                             [keep] * len(chunks)) for check in checks]
+
+
+def _probe_chunk(paths: list[str], digest: bool, keep: ImageSpec | None) -> list[FileCheck]:
+    return [probe(p, digest, keep) for p in paths]
 
 
 def inspect(path: str) -> tuple[bool, str | None]:
@@ -234,6 +283,9 @@ def pil_to_array(image: Image.Image, channels: int) -> np.ndarray:
             array = array.astype(np.int64) >> 8
         array = np.clip(array, 0, 255).astype(np.uint8)[..., None]
         return np.repeat(array, 3, axis=-1) if channels == 3 else array
+    if image.mode == ("L" if channels == 1 else "RGB"):
+        array = np.asarray(image)
+        return array[..., None] if channels == 1 else array
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "palette images with transparency..." is expected
         array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
@@ -278,8 +330,7 @@ def decode_fn(spec: ImageSpec, encoded: bool = False):
         data = source if encoded else tf.io.read_file(source)
         image = tf.cond(
             native,
-            lambda: tf.io.decode_image(data, channels=spec.decode_channels, dtype=tf.uint8,
-                                       expand_animations=False),
+            lambda: _tf_decode(tf, data, spec.decode_channels),
             lambda: tf.numpy_function(_pil_decode, [data, spec.decode_channels, spec.height,
                                                     spec.width], tf.uint8, stateful=False))
         image = tf.ensure_shape(image, [None, None, spec.decode_channels])
@@ -290,6 +341,17 @@ def decode_fn(spec: ImageSpec, encoded: bool = False):
         return tf.ensure_shape(image, spec.shape)
 
     return decode
+
+
+def _tf_decode(tf, data, channels: int):
+    """TensorFlow's decode of a PNG or plain JPEG; JPEGs with libjpeg's accurate integer DCT,
+    PIL's default, so that a file checked by `probe` gives the same pixels either way."""
+    jpeg = tf.strings.substr(data, 0, 3) == b"\xff\xd8\xff"
+    return tf.cond(
+        jpeg,
+        lambda: tf.io.decode_jpeg(data, channels=channels, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(data, channels=channels, dtype=tf.uint8,
+                                   expand_animations=False))
 
 
 def _resize(tf, images, spec: ImageSpec):

@@ -3,7 +3,6 @@ decodes image files (folders, encoded TensorFlow Datasets images) on any backend
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -13,7 +12,7 @@ from cnnctl.backend import keras  # noqa: F401  (first: silences TensorFlow's st
 
 import tensorflow as tf
 
-def pipeline(part: sources.Part, spec, num_classes: int, label_mode: str, data) -> tf.data.Dataset:
+def pipeline(part: sources.Part, spec, num_classes: int, label_mode: str) -> tf.data.Dataset:
     """A batched evaluation pipeline of (float32 images 0..255, labels): in order, no augmentation."""
     autotune = tf.data.AUTOTUNE
     to_labels = _label_fn(label_mode, num_classes)
@@ -25,8 +24,6 @@ def pipeline(part: sources.Part, spec, num_classes: int, label_mode: str, data) 
         ds = tf.data.Dataset.from_tensor_slices((part.files, part.native, labels))
         ds = ds.map(lambda f, native, y: (decode(f, native), y), num_parallel_calls=autotune)
         ds = ds.batch(EVAL_BATCH)
-        if data.cache:
-            ds = ds.cache()  # decoded uint8 images, in memory, from the second pass on
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), to_labels(y)), num_parallel_calls=autotune)
     return ds.prefetch(autotune)
 
@@ -34,8 +31,6 @@ def pipeline(part: sources.Part, spec, num_classes: int, label_mode: str, data) 
 # Evaluation batches: independent of train.batch_size (it changes no result), large enough to
 # keep the per-batch overhead small.
 EVAL_BATCH = 256
-# In-memory caching of decoded image folders up to this many bytes of uint8 pixels.
-CACHE_BYTES = 2 * 1024**3
 
 
 def _label_fn(label_mode: str, num_classes: int):
@@ -46,8 +41,16 @@ def _label_fn(label_mode: str, num_classes: int):
     }[label_mode]
 
 
-def train_stream(part: sources.Part, spec, num_classes: int, label_mode: str, data, train,
-                  augment: list) -> Callable[[int, int], tf.data.Dataset]:
+def decode_all(part: sources.Part, spec) -> np.ndarray:
+    """The files of a part decoded at the model's size: uint8 [N, H, W, C], in parallel."""
+    decode = images.decode_fn(spec, encoded=part.encoded)
+    ds = tf.data.Dataset.from_tensor_slices((part.files, part.native))
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(EVAL_BATCH)
+    return np.concatenate(list(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()))
+
+
+def train_stream(part: sources.Part, spec, num_classes: int, label_mode: str, train,
+                 augment: list) -> Callable[[int, int], tf.data.Dataset]:
     """The training stream as a function of where it starts (epoch, step).
 
     Each epoch is a permutation drawn from (seed, epoch) with stateless ops, so the stream can
@@ -59,13 +62,6 @@ def train_stream(part: sources.Part, spec, num_classes: int, label_mode: str, da
     seed = tf.constant(train.seed, tf.int64)
     to_labels = _label_fn(label_mode, num_classes)
     labels = part.labels.astype(np.int32)
-    if part.images is None and not part.encoded and data.cache and \
-            n * spec.height * spec.width * spec.channels <= CACHE_BYTES:
-        # decode the folder once; every epoch then gathers from memory like an array source
-        decoded = pipeline(part, spec, num_classes, "int", data)
-        part = dataclasses.replace(part, images=np.concatenate(
-            [x.astype(np.uint8) for x, _ in decoded.as_numpy_iterator()]))
-
     def permutation(epoch):
         noise = tf.random.stateless_uniform([n], seed=tf.stack([seed, tf.cast(epoch, tf.int64)]))
         return tf.argsort(noise)

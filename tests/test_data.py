@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import socket
 import time
@@ -326,6 +327,57 @@ def test_folder_decodes_every_format_and_mode(tmp_path):
     assert splits.skipped == [] and splits.counts["train"] == 18
     x, _ = collect(epoch_of(splits))
     assert x.shape == (18, 24, 24, 3)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_folder_decoded_by_its_check_gives_the_pipeline_pixels(tmp_path, cifar_folders,
+                                                               monkeypatch, channels):
+    """With data.cache the check's own decode is the training data: only files that need
+    resizing (or TensorFlow's grey conversion) are decoded again, and every pixel equals what
+    the per-epoch tf.data decode (data.cache: false) gives."""
+    from cnnctl import tfdata
+
+    for folder in ("a", "b"):
+        odd_images(tmp_path / "train" / folder)
+    cifar = [str(f) for f in sorted((cifar_folders / "train" / "cat").iterdir())[:5]]
+    for f in cifar:  # real CIFAR JPEGs, resized by PIL to the odd images' 23x37
+        Image.open(f).resize((23, 37)).save(tmp_path / "train" / "a" / Path(f).name, quality=90)
+    decoded_again = []
+    decode_all = tfdata.decode_all
+    monkeypatch.setattr(tfdata, "decode_all", lambda part, spec: (
+        decoded_again.extend(Path(f).name for f in part.files), decode_all(part, spec))[1])
+    data = {"source": "folder", "train_dir": str(tmp_path / "train"),
+            "test_dir": str(tmp_path / "train")}
+    shape = (37, 23, channels)
+    cached = load(data, input_shape=shape, splits=("test",))
+    again = {"sixteen.png", "wide.jpg"} | ({"rgba.png", "palette.png"} if channels == 1 else set())
+    assert sorted(decoded_again) == sorted(list(again) * 2)  # two class folders
+    fresh = load({**data, "cache": False}, input_shape=shape, splits=("test",))
+    x_cached, y_cached = collect(cached.test)
+    x_fresh, y_fresh = collect(fresh.test)
+    assert x_cached.shape == (23, *shape)
+    np.testing.assert_array_equal(y_cached, y_fresh)
+    np.testing.assert_array_equal(x_cached, x_fresh)
+
+
+def test_probe_all_in_worker_processes_equals_in_process(tmp_path, monkeypatch):
+    paths = [str(p) for p in odd_images(tmp_path).values()]
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    paths.append(str(tmp_path / "broken.png"))
+    spec = images.image_spec((37, 23, 3))
+    here = images.probe_all(paths, keep=spec)
+    monkeypatch.setattr(images, "PROCESSES_FROM", 1)
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: probe_all never starts worker processes")
+    spread = images.probe_all(paths, digest=True, keep=spec)
+    assert [c.path for c in spread] == paths
+    for a, b in zip(here, spread):
+        assert (a.reason, a.native, a.format, a.mode, a.size) == \
+            (b.reason, b.native, b.format, b.mode, b.size)
+        assert (a.pixels is None) == (b.pixels is None)
+        if a.pixels is not None:
+            np.testing.assert_array_equal(a.pixels, b.pixels)
+    assert spread[-1].reason == "truncated image (the file ends early)" and spread[0].sha256 is not None
 
 
 # --------------------------------------------------------------------------- tfds
