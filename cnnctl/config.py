@@ -86,6 +86,10 @@ class DataConfig(Strict):
                         "them before training (when they fit in 2 GiB of pixels); false: decode "
                         "them anew in every epoch.")
     shuffle_buffer: PositiveInt = Field(10_000, description="Shuffle buffer of file-based sources.")
+    on_device: bool | Literal["auto"] = Field(
+        "auto", description="jax, torch backends: hold the in-memory data set on the accelerator "
+        "and draw batches there, with no copy from the host per step; auto: when a GPU is "
+        "visible and the data takes at most 4 GiB there.")
 
     @model_validator(mode="after")
     def _source_fields(self) -> "DataConfig":

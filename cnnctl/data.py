@@ -102,10 +102,17 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
     if _use_arrays(parts, data):
         from cnnctl import arrays
 
-        pipelines = {name: arrays.Batches(part, n, label_mode)
+        device = _on_device(data, parts)
+        pipelines = {name: arrays.Batches(part, n, label_mode, on_device=device)
                      for name, part in parts.items() if name != "train"}
-        stream = (lambda part: arrays.train_stream(part, n, label_mode, config.train, augment))
+        stream = (lambda part: arrays.train_stream(part, n, label_mode, config.train, augment,
+                                                   on_device=device))
     else:
+        if data.on_device is True:
+            raise ConfigValueError("data.on_device", "true needs the jax or torch backend and an "
+                                   "in-memory data set (the tensorflow backend, and image files "
+                                   "decoded in every epoch, feed from tf.data on the CPU); set "
+                                   "KERAS_BACKEND=jax, or on_device: auto")
         from cnnctl import tfdata
 
         pipelines = {name: tfdata.pipeline(part, spec, n, label_mode)
@@ -139,6 +146,31 @@ def _use_arrays(parts: dict, data) -> bool:
     if all(part.images is not None for part in parts.values()):
         return True
     _need_tensorflow(data)
+    return False
+
+
+# `data.on_device: auto` holds a data set on the GPU up to this many bytes.
+ON_DEVICE_BYTES = 4 * 1024**3
+
+
+def _on_device(data, parts: dict) -> bool:
+    """Whether the in-memory data set goes to the accelerator (`data.on_device`)."""
+    if data.on_device != "auto":
+        return data.on_device
+    size = sum(part.images.nbytes + part.labels.nbytes for part in parts.values())
+    return size <= ON_DEVICE_BYTES and _accelerator()
+
+
+def _accelerator() -> bool:
+    """A GPU (or other accelerator) is the JAX or PyTorch backend's default device."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.cuda.is_available()
     return False
 
 

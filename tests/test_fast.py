@@ -197,3 +197,44 @@ def test_check_and_help_never_import_tensorflow():
                     if line.startswith("import time:")]
         assert imported and not [m for m in imported if m.split(".")[0] == "tensorflow"], args
     assert "params: 93,322" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_data_on_device_trains_exactly_as_from_numpy(backend, tmp_path, without_tensorflow):
+    """`data.on_device`: batches gathered on the device are the NumPy batches, value for value,
+    so two epochs give the same losses and accuracies to the last digit."""
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (.ci/run installs it)")
+    config = tmp_path / "fast.yaml"
+    config.write_text(CONFIG.replace("max_train_samples: 2048", "max_train_samples: 1024, "
+                                     "validation_split: 0.25"))
+    histories = {}
+    for on_device in ("true", "false"):
+        run = tmp_path / on_device
+        done = subprocess.run(
+            [sys.executable, "-S", "-m", "cnnctl", "train", str(config), "--run-dir", str(run),
+             "--set", "train.epochs=2", "--set", f"data.on_device={on_device}"],
+            env={**without_tensorflow, "KERAS_BACKEND": backend}, capture_output=True,
+            text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = (run / "history.csv").read_text().splitlines()
+        header = rows[0].split(",")
+        histories[on_device] = [{k: v for k, v in zip(header, row.split(","))
+                                 if k != "epoch_seconds"} for row in rows[1:]]
+    assert len(histories["true"]) == 2 and histories["true"] == histories["false"]
+
+
+def test_data_on_device_needs_an_array_backend(tmp_path):
+    config = tmp_path / "fast.yaml"
+    config.write_text(CONFIG.replace("max_train_samples: 2048", "max_train_samples: 64, "
+                                     "on_device: true"))
+    loaded = config_lib.load(config)
+    with pytest.raises(train_lib.CnnctlError) as error:
+        train_lib.train(loaded, tmp_path / "run", verbose=0)
+    line = CONFIG.splitlines().index(next(l for l in CONFIG.splitlines() if l.startswith("data:")))
+    assert str(error.value) == (
+        f"{config}:{line + 1}: data.on_device: true needs the jax or torch backend and an "
+        "in-memory data set (the tensorflow backend, and image files decoded in every epoch, feed "
+        "from tf.data on the CPU); set KERAS_BACKEND=jax, or on_device: auto")
+    assert not (tmp_path / "run").exists()
