@@ -9,6 +9,8 @@ model file. The two newest backups are kept: if the newest is corrupt, the one b
 
 from __future__ import annotations
 
+import contextlib
+
 import errno
 import json
 import math
@@ -100,9 +102,11 @@ class NanGuard(keras.callbacks.Callback):
 class Checkpoints(keras.callbacks.Callback):
     """best.keras (by `monitor`) and last.keras, each written atomically at every epoch end."""
 
-    def __init__(self, folder: Path, monitor: str, guard: NanGuard, best: float | None = None):
+    def __init__(self, folder: Path, monitor: str, guard: NanGuard, best: float | None = None,
+                 weights=contextlib.nullcontext):
         super().__init__()
         self.folder, self.monitor, self.guard = Path(folder), monitor, guard
+        self.weights = weights  # () -> context in which the model holds the weights to save
         self.mode = "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall")) else "min"
         self.best = best
 
@@ -114,11 +118,46 @@ class Checkpoints(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.guard.failed or self.model.stop_training and _interrupted(self.model):
             return
-        atomic_save(self.model, self.folder / "last.keras")
         value = (logs or {}).get(self.monitor)
-        if value is not None and math.isfinite(float(value)) and self.improved(float(value)):
-            self.best = float(value)
-            atomic_save(self.model, self.folder / "best.keras")
+        with self.weights():
+            atomic_save(self.model, self.folder / "last.keras")
+            if value is not None and math.isfinite(float(value)) and self.improved(float(value)):
+                self.best = float(value)
+                atomic_save(self.model, self.folder / "best.keras")
+
+
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """`optimizer.ema_momentum`: validation runs on the optimizer's moving average of the weights
+    (Keras's SwapEMAWeights), and so do best.keras and last.keras (`averaged()` around their
+    writing); training and the backups keep the raw weights next to the average, so a resumed run
+    continues exactly.
+
+    Keras's `fit` ends by copying the average into the model. Where training goes on after a
+    `fit` (a resumed run finishes its interrupted epoch in a `fit` of its own), `restore_raw()`
+    puts back the raw weights of that last epoch end.
+    """
+
+    def __init__(self):
+        super().__init__(swap_on_epoch=False)
+        self.raw = None
+
+    @contextlib.contextmanager
+    def averaged(self):
+        self._swap_variables()
+        self._ema_weights_in_model = True
+        try:
+            yield
+        finally:
+            self._swap_variables()
+            self._ema_weights_in_model = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.params["epochs"] - 1:
+            self.raw = [keras.ops.convert_to_numpy(v) for v in self.model.trainable_variables]
+
+    def restore_raw(self) -> None:
+        for variable, value in zip(self.model.trainable_variables, self.raw):
+            variable.assign(value)
 
 
 def _interrupted(model) -> bool:

@@ -167,6 +167,10 @@ class OptimizerConfig(Strict):
     reference_batch_size: PositiveInt | None = Field(
         None, description="Scale the learning rates linearly by train.batch_size / this (the "
         "batch size they were tuned for), so a larger batch keeps the same recipe.")
+    ema_momentum: float | None = Field(
+        None, gt=0.0, lt=1.0, description="Keep an exponential moving average of the weights "
+        "with this momentum (e.g. 0.999): validation, best.keras and last.keras use the "
+        "averaged weights, training continues from the raw ones.")
 
 
 class LossConfig(Strict):

@@ -145,6 +145,8 @@ def optimizer(spec: config_lib.OptimizerConfig, steps_per_epoch: int, epochs: in
                 update={"min_learning_rate": spec.schedule.min_learning_rate * scale})})
     lr = learning_rate(spec, steps_per_epoch, epochs)
     common = {"learning_rate": lr, "clipnorm": spec.clipnorm, "clipvalue": spec.clipvalue}
+    if spec.ema_momentum is not None:
+        common.update(use_ema=True, ema_momentum=spec.ema_momentum)
     if spec.name == "adamw":
         wd = 0.004 if spec.weight_decay is None else spec.weight_decay
         return keras.optimizers.AdamW(weight_decay=wd, **common)

@@ -126,8 +126,10 @@ def _callbacks(cfg: config_lib.Config, run_dir: Path, has_val: bool, steps_per_e
         return name if has_val or not name.startswith("val_") else name[len("val_"):]
 
     guard = checkpoints.NanGuard()
+    averaged = checkpoints.AveragedWeights() if cfg.optimizer.ema_momentum is not None else None
     ckpt = checkpoints.Checkpoints(run_dir / runs.CHECKPOINTS, monitored(cfg.train.checkpoint_monitor),
-                                   guard, best=state.get("best"))
+                                   guard, best=state.get("best"),
+                                   weights=averaged.averaged if averaged else contextlib.nullcontext)
     stateful = {}
     if cfg.train.early_stopping:
         es = cfg.train.early_stopping
@@ -145,9 +147,14 @@ def _callbacks(cfg: config_lib.Config, run_dir: Path, has_val: bool, steps_per_e
     stop = checkpoints.SignalStop(backups)
     callbacks = [guard, stop, backups, ckpt, *stateful.values(), keep, _EpochTimer(),
                  keras.callbacks.CSVLogger(run_dir / runs.HISTORY, append=True)]
+    if averaged:
+        # last: its end-of-fit snapshot of the raw weights follows the checkpoints' swaps, which
+        # round (TensorFlow swaps in place by adding and subtracting)
+        callbacks.append(averaged)
     if cfg.train.tensorboard and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(run_dir / runs.LOGS, profile_batch=0))
-    return callbacks, {"guard": guard, "stop": stop, "backups": backups, **stateful}
+    return callbacks, {"guard": guard, "stop": stop, "backups": backups, "averaged": averaged,
+                       **stateful}
 
 
 def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
@@ -216,6 +223,8 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
             # finish the interrupted epoch from the step its backup was taken at
             model.fit(splits.train_from(epoch, step), initial_epoch=epoch, epochs=epoch + 1,
                       steps_per_epoch=spe - step, **fit)
+            if named["averaged"] and named["averaged"].raw is not None:
+                named["averaged"].restore_raw()  # fit() left the average in the model
             epoch += 1
         if epoch < cfg.train.epochs and not _stopped(named):
             model.fit(splits.train_from(epoch, 0), initial_epoch=epoch, epochs=cfg.train.epochs,

@@ -238,3 +238,32 @@ def test_data_on_device_needs_an_array_backend(tmp_path):
         "in-memory data set (the tensorflow backend, and image files decoded in every epoch, feed "
         "from tf.data on the CPU); set KERAS_BACKEND=jax, or on_device: auto")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_weight_ema_is_what_validation_and_checkpoints_see(tmp_path):
+    """optimizer.ema_momentum: the validation figures of an epoch are those of the averaged
+    weights, which best.keras / last.keras hold; the backup holds the raw weights beside them."""
+    config = tmp_path / "fast.yaml"
+    config.write_text(CONFIG.replace("max_train_samples: 2048", "max_train_samples: 1024, "
+                                     "validation_split: 0.25"))
+    loaded = config_lib.load(config, ["train.epochs=2", "optimizer.ema_momentum=0.9"])
+    run = tmp_path / "run"
+    metrics = train_lib.train(loaded, run, verbose=0)["metrics"]
+    from cnnctl import data as data_lib
+
+    val = data_lib.load(loaded.config, input_shape=(28, 28, 1), label_mode="categorical",
+                        splits=("val",)).val
+
+    def val_loss(path: Path) -> float:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+        model.compile(loss=optim.loss(loaded.config))
+        return model.evaluate(val, verbose=0)
+
+    logged = metrics["history"]["val_loss"][-1]
+    assert val_loss(run / "checkpoints" / "last.keras") == pytest.approx(logged, rel=1e-5)
+    raw = val_loss(sorted((run / "backup").glob("ckpt-*.keras"))[-1])
+    assert abs(raw - logged) > 1e-3  # the averaged weights are not the raw ones
+    default = train_lib.train(config_lib.load(config, ["train.epochs=2"]), tmp_path / "plain",
+                              verbose=0)["metrics"]
+    assert metrics["test"]["accuracy"] >= default["test"]["accuracy"] - MARGIN

@@ -85,20 +85,22 @@ def weights(path: Path) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(config, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--set", "optimizer.ema_momentum=0.9"]],
+                         ids=["plain", "weight_ema"])
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(config, tmp_path, extra):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    a = cnnctl("train", config, "--run-dir", straight)
+    a = cnnctl("train", config, "--run-dir", straight, *extra)
     rc, out, err = finish(a)
     assert rc == 0, err
 
-    b = cnnctl("train", config, "--run-dir", killed)
+    b = cnnctl("train", config, "--run-dir", killed, *extra)
     state = wait_for(killed, b, lambda s: s["epoch"] == 1 and s["step"] >= 4)
     b.send_signal(signal.SIGKILL)
     assert b.wait() == -signal.SIGKILL
     assert 0 < state["step"] < STEPS                   # killed in the middle of epoch 2
     assert not (killed / "metrics.json").exists()
 
-    rc, out, err = finish(cnnctl("train", config, "--resume", killed))
+    rc, out, err = finish(cnnctl("train", config, "--resume", killed, *extra))
     assert rc == 0, err
     assert "resuming" in out and "at epoch 2, step" in out
     for name in ("last.keras", "best.keras"):
