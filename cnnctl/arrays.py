@@ -114,7 +114,9 @@ class Stream(_Arrays):
         x, y = self.rows(self.permutation(epoch)[step * self.batch_size:(step + 1) * self.batch_size])
         for layer in self.augment:
             x = layer(x, training=True)
-        return (x if self.on_device else keras.ops.convert_to_numpy(x)), y
+        if self.augment and not self.on_device:
+            x = keras.ops.convert_to_numpy(x)
+        return x, y
 
 
 def train_stream(part: sources.Part, num_classes: int, label_mode: str, train,

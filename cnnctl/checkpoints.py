@@ -10,7 +10,6 @@ model file. The two newest backups are kept: if the newest is corrupt, the one b
 from __future__ import annotations
 
 import contextlib
-
 import errno
 import json
 import math
