@@ -267,3 +267,29 @@ def test_weight_ema_is_what_validation_and_checkpoints_see(tmp_path):
     default = train_lib.train(config_lib.load(config, ["train.epochs=2"]), tmp_path / "plain",
                               verbose=0)["metrics"]
     assert metrics["test"]["accuracy"] >= default["test"]["accuracy"] - MARGIN
+
+
+def test_folder_at_model_size_loads_without_tensorflow(tmp_path, without_tensorflow, cifar_folders):
+    """A folder of 32x32 JPEGs (the CIFAR-10 copy) is decoded by its check: on JAX it needs no
+    tf.data, so configs/cifar10_fast.yaml runs where only JAX is installed."""
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed (.ci/run installs it)")
+    script = f"""
+import json, sys
+from cnnctl import config as config_lib, data as data_lib
+cfg = config_lib.Config.model_validate({{
+    "model": {{"input_shape": [32, 32, 3]}},
+    "data": {{"source": "folder", "train_dir": {str(cifar_folders / "train")!r},
+             "test_dir": {str(cifar_folders / "test")!r}}},
+    "train": {{"batch_size": 16}}}})
+splits = data_lib.load(cfg, input_shape=(32, 32, 3), label_mode="int")
+x, y = splits.train[0]
+print(json.dumps({{"train": type(splits.train).__name__, "shape": list(x.shape),
+                  "counts": splits.counts, "tensorflow": "tensorflow" in sys.modules}}))
+"""
+    done = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True,
+                          env={**without_tensorflow, "KERAS_BACKEND": "jax"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {
+        "train": "Stream", "shape": [16, 32, 32, 3], "counts": {"train": 60, "val": 0, "test": 60},
+        "tensorflow": False}
