@@ -9,6 +9,7 @@ are the same as from NumPy, value for value.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import numpy as np
@@ -70,18 +71,27 @@ class _Arrays(keras.utils.PyDataset):
 
 
 class Batches(_Arrays):
-    """Batches of an in-memory part in order (evaluation), float32 images 0..255."""
+    """Batches of an in-memory part in order (evaluation), float32 images 0..255; with
+    `multiple`, the last n % multiple images are left out (see `whole`)."""
 
     def __init__(self, part: sources.Part, num_classes: int, label_mode: str,
-                 batch_size: int = EVAL_BATCH, on_device: bool = False):
+                 batch_size: int = EVAL_BATCH, on_device: bool = False, multiple: int = 1):
         super().__init__(part, num_classes, label_mode, on_device)
-        self.batch_size = batch_size
+        self.batch_size, self.multiple = batch_size, multiple
+        self.used = self.count - self.count % multiple
 
     def __len__(self) -> int:
-        return -(-self.count // self.batch_size)
+        return -(-self.used // self.batch_size)
 
     def __getitem__(self, index: int):
-        return self.rows(slice(index * self.batch_size, (index + 1) * self.batch_size))
+        return self.rows(slice(index * self.batch_size, min((index + 1) * self.batch_size,
+                                                            self.used)))
+
+    def whole(self) -> "Batches":
+        """The same batches with every image."""
+        whole = copy.copy(self)
+        whole.multiple, whole.used = 1, self.count
+        return whole
 
 
 class Stream(_Arrays):
@@ -93,10 +103,13 @@ class Stream(_Arrays):
     """
 
     def __init__(self, part: sources.Part, num_classes: int, label_mode: str, batch_size: int,
-                 seed: int, start: tuple[int, int], augment: list, on_device: bool = False):
+                 seed: int, start: tuple[int, int], augment: list, on_device: bool = False,
+                 multiple: int = 1):
         super().__init__(part, num_classes, label_mode, on_device)
         self.batch_size, self.seed, self.augment = batch_size, seed, augment
-        self.steps = -(-self.count // batch_size)
+        # the last batch of an epoch is cut to a multiple of `multiple` images
+        self.used = self.count - self.count % batch_size % multiple
+        self.steps = -(-self.used // batch_size)
         self.first = start[0] * self.steps + start[1]
         self._order: tuple[int, np.ndarray] | None = None
 
@@ -111,7 +124,8 @@ class Stream(_Arrays):
 
     def __getitem__(self, index: int):
         epoch, step = divmod(self.first + index, self.steps)
-        x, y = self.rows(self.permutation(epoch)[step * self.batch_size:(step + 1) * self.batch_size])
+        x, y = self.rows(self.permutation(epoch)[step * self.batch_size:
+                                                 min((step + 1) * self.batch_size, self.used)])
         for layer in self.augment:
             x = layer(x, training=True)
         if self.augment and not self.on_device:
@@ -120,7 +134,8 @@ class Stream(_Arrays):
 
 
 def train_stream(part: sources.Part, num_classes: int, label_mode: str, train,
-                 augment: list, on_device: bool = False) -> Callable[[int, int], Stream]:
+                 augment: list, on_device: bool = False,
+                 multiple: int = 1) -> Callable[[int, int], Stream]:
     """`train_from(epoch, step)` for an in-memory part (see `Stream`); with `on_device` the
     part is copied to the device once, for every stream built from it."""
     images, labels = place(part, on_device)
@@ -128,6 +143,6 @@ def train_stream(part: sources.Part, num_classes: int, label_mode: str, train,
 
     def train_from(epoch: int, step: int) -> Stream:
         return Stream(part, num_classes, label_mode, train.batch_size, train.seed,
-                      (epoch, step), augment, on_device)
+                      (epoch, step), augment, on_device, multiple)
 
     return train_from

@@ -234,6 +234,13 @@ class TrainConfig(Strict):
     test_time_augmentation: Literal["none", "flip"] = Field(
         "none", description="flip: final metrics (and `cnnctl eval`, `predict`) average the "
         "probabilities of each image and its horizontal mirror.")
+    distribute: Literal["none", "mirrored", "multi_worker", "data_parallel"] = Field(
+        "none", description="Train on several devices: mirrored (tensorflow backend: "
+        "tf.distribute.MirroredStrategy over all local GPUs), data_parallel (jax backend: "
+        "keras.distribution.DataParallel over the local devices); batch_size is per replica.")
+    scale_lr_with_replicas: bool = Field(
+        False, description="With distribute: multiply the learning rates by the number of "
+        "replicas (the global batch is batch_size times that).")
 
 
 class RunConfig(Strict):

@@ -42,7 +42,7 @@ class Splits:
     steps_per_epoch: int = 0
 
 
-def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
+def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int = 1) -> Splits:
     """Load the data set of `config.data` as batched pipelines for a model with `input_shape`.
 
     Args:
@@ -53,6 +53,10 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
         label_mode: "int" (sparse int32), "categorical" (one-hot float32) or "binary"
             (float32 [B, 1], two classes only).
         splits: the splits to build; the others are None.
+        multiple: every batch holds a multiple of this many images (`train.distribute:
+            data_parallel` shards each batch over this many devices): each epoch leaves out
+            fewer than `multiple` images, other ones every epoch; validation and test leave out
+            their last ones (`.whole()` gives them all). In-memory data sets only.
 
     Returns:
         Splits. `data.max_train_samples` / `max_test_samples` keep the first N examples
@@ -103,11 +107,17 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
         from cnnctl import arrays
 
         device = _on_device(data, parts)
-        pipelines = {name: arrays.Batches(part, n, label_mode, on_device=device)
+        pipelines = {name: arrays.Batches(part, n, label_mode, on_device=device,
+                                          multiple=multiple)
                      for name, part in parts.items() if name != "train"}
         stream = (lambda part: arrays.train_stream(part, n, label_mode, config.train, augment,
-                                                   on_device=device))
+                                                   on_device=device, multiple=multiple))
     else:
+        if multiple > 1:
+            raise ConfigValueError("train.distribute", "data_parallel shards in-memory data sets "
+                                   "only (keras, npz, or image folders decoded into memory: "
+                                   "data.cache true, files of the model's size); these images "
+                                   "are decoded by tf.data in every epoch")
         if data.on_device is True:
             raise ConfigValueError("data.on_device", "true needs the jax or torch backend and an "
                                    "in-memory data set (the tensorflow backend, and image files "
@@ -129,8 +139,13 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS) -> Splits:
                   test=pipelines.get("test"), class_names=list(class_names),
                   counts={name: len(parts[name]) if name in parts else 0 for name in SPLITS},
                   class_counts=class_counts, skipped=skipped, train_from=train_from,
-                  steps_per_epoch=-(-len(parts["train"]) // config.train.batch_size)
-                  if "train" in parts else 0)
+                  steps_per_epoch=arrays_steps(len(parts["train"]), config.train.batch_size,
+                                               multiple) if "train" in parts else 0)
+
+
+def arrays_steps(n: int, batch_size: int, multiple: int = 1) -> int:
+    """Steps of an epoch of n images whose last batch is cut to a multiple of `multiple`."""
+    return -(-(n - n % batch_size % multiple) // batch_size)
 
 
 def _use_arrays(parts: dict, data) -> bool:

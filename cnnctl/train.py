@@ -10,6 +10,7 @@ from pathlib import Path
 from cnnctl import checkpoints
 from cnnctl import config as config_lib
 from cnnctl import data as data_lib
+from cnnctl import distribute
 from cnnctl import model as model_lib
 from cnnctl import optim
 from cnnctl import runs
@@ -185,17 +186,28 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
 
         tf.config.experimental.enable_op_determinism()
     start = time.perf_counter()
-    with _precision(cfg.train.mixed_precision):
+    try:
+        spread = distribute.plan(cfg.train, cfg.optimizer.reference_batch_size)
+    except ConfigValueError as e:
+        raise loaded.error_at(e.key, e.detail) from None
+    scaled = spread.effective(cfg)  # global batch size and learning rates of all replicas
+    with _precision(cfg.train.mixed_precision), spread.scope:
         try:
             model = assemble(loaded)
-            splits = data_lib.load(cfg, input_shape=tuple(cfg.model.input_shape),
-                                   label_mode=optim.label_mode(cfg))
+            splits = data_lib.load(scaled, input_shape=tuple(cfg.model.input_shape),
+                                   label_mode=optim.label_mode(cfg),
+                                   multiple=spread.replicas if spread.kind == "data_parallel" else 1)
         except ConfigValueError as e:
             raise loaded.error_at(e.key, e.detail) from None
         _check_classes(loaded, model, splits.class_names)
         spe = splits.steps_per_epoch
-        model.compile(optimizer=optim.optimizer(cfg.optimizer, spe, cfg.train.epochs,
-                                                cfg.train.batch_size),
+        if spread.replicas > 1:
+            lr = f", learning rates x{spread.replicas}" if cfg.train.scale_lr_with_replicas else ""
+            print(f"distribute: {spread.kind}, {spread.replicas} replicas on "
+                  f"{', '.join(spread.devices)} (global batch {scaled.train.batch_size}{lr})",
+                  flush=True)
+        model.compile(optimizer=optim.optimizer(scaled.optimizer, spe, cfg.train.epochs,
+                                                scaled.train.batch_size),
                       loss=optim.loss(cfg), metrics=optim.metrics(cfg),
                       jit_compile=cfg.train.jit_compile,
                       steps_per_execution=cfg.train.steps_per_execution)
@@ -211,7 +223,9 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
                   f"(backup {model_file.name})", flush=True)
         else:
             path = runs.create(loaded, run_dir)
-            runs.write_json(path / runs.ENVIRONMENT, runs.environment())
+            runs.write_json(path / runs.ENVIRONMENT, {**runs.environment(), "distribute": {
+                "strategy": spread.kind, "replicas": spread.replicas, "devices": spread.devices,
+                "global_batch_size": scaled.train.batch_size}})
             runs.write_json(path / runs.CLASS_NAMES, splits.class_names)
         _report_data(splits)
         if verbose is None:
@@ -230,7 +244,12 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
             model.fit(splits.train_from(epoch, 0), initial_epoch=epoch, epochs=cfg.train.epochs,
                       steps_per_epoch=spe, **fit)
         _raise_if_stopped(loaded, path, named, resume)
-        metrics = _final_metrics(model, path, splits, cfg)
+    fresh = spread.kind == "data_parallel"
+    if fresh:
+        # every image, on one device: the sharded batches of fit() had to divide evenly
+        splits.val, splits.test = (None if ds is None else ds.whole()
+                                   for ds in (splits.val, splits.test))
+    metrics = _final_metrics(model, path, splits, cfg, fresh=fresh)
     runs.write_json(path / runs.METRICS, metrics)
     from cnnctl import plots
 
@@ -314,12 +333,17 @@ def _truncate_history(history: Path, epoch: int) -> None:
     checkpoints.atomic_write_text(history, "".join(keep))
 
 
-def _final_metrics(model, path: Path, splits, cfg: config_lib.Config) -> dict:
-    """Test (and validation) figures of best.keras, the checkpoint `cnnctl eval` uses."""
+def _final_metrics(model, path: Path, splits, cfg: config_lib.Config, fresh: bool = False) -> dict:
+    """Test (and validation) figures of best.keras, the checkpoint `cnnctl eval` uses; `fresh`:
+    evaluated as loaded from the file (on one device), not in the trained model."""
     import csv
 
     best = path / runs.CHECKPOINTS / runs.BEST
-    if best.exists():
+    if fresh:
+        saved = best if best.exists() else path / runs.CHECKPOINTS / runs.LAST
+        model = keras.saving.load_model(saved, safe_mode=True, compile=False)
+        model.compile(loss=optim.loss(cfg), metrics=optim.metrics(cfg))
+    elif best.exists():
         model.load_weights(best)
     rows = list(csv.DictReader(open(path / runs.HISTORY))) if (path / runs.HISTORY).exists() else []
     out = {"epochs": len(rows), "best_checkpoint": str(best),
