@@ -98,8 +98,8 @@ BAD_CONFIGS = {
     "unknown key": (
         "{name: adam, learning_rate: 0.001}", "{name: adam, learnig_rate: 0.001}",
         "18: optimizer.learnig_rate: unknown key 'learnig_rate' (did you mean 'learning_rate'?); "
-        "allowed keys: clipnorm, clipvalue, learning_rate, momentum, name, nesterov, "
-        "reference_batch_size, schedule, weight_decay"),
+        "allowed keys: clipnorm, clipvalue, ema_momentum, learning_rate, momentum, name, "
+        "nesterov, reference_batch_size, schedule, weight_decay"),
     "wrong type": (
         "epochs: 1,", 'epochs: "ten",',
         "20: train.epochs: must be a whole number (got 'ten')"),
