@@ -142,6 +142,27 @@ def predict(
         print(f"written: {plot}", file=sys.stderr)
 
 
+@app.command()
+@user_errors
+def explain(
+    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False)],
+    images: Annotated[list[str], typer.Argument(help="Image files, folders or globs.", show_default=False)],
+    method: Annotated[str, typer.Option("--method", help="gradcam (any conv network) or cam "
+                                        "(networks ending in global average pooling and one dense layer).")] = "gradcam",
+    layer: Annotated[Optional[str], typer.Option(
+        "--layer", help="The layer whose feature maps are weighed (default: the last one).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs.")] = Path("explain"),
+) -> None:
+    """Class-activation heat maps: each image, its heat map and the overlay, with the class."""
+    from cnnctl import explain as explain_lib
+
+    for r in explain_lib.run(path, images, method=method, layer=layer, out=out):
+        if "error" in r:
+            print(f"skipped {r['path']}: {r['error']}", file=sys.stderr)
+        else:
+            print(f"{r['path']}: {r['class']} {r['probability']:.1%} -> {r['png']}")
+
+
 data_app = typer.Typer(help="Look at the data set of a config before training.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
