@@ -163,6 +163,27 @@ def explain(
             print(f"{r['path']}: {r['class']} {r['probability']:.1%} -> {r['png']}")
 
 
+@app.command("export")
+@user_errors
+def export_(
+    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="savedmodel, onnx or tflite.")],
+    out: Annotated[Path, typer.Option("--out", help="The file (a folder for savedmodel).")],
+    quantize: Annotated[Optional[str], typer.Option(
+        "--quantize", help="tflite only: float16 or int8 (calibrated on the test images).")] = None,
+    images: Annotated[int, typer.Option("--images", min=1, help="Test images of the parity check.")] = 64,
+) -> None:
+    """Export with Keras's exporters (preprocessing included: raw 0-255 images in), then check
+    the exported model against the Keras one with its own runtime."""
+    from cnnctl import export as export_lib
+
+    written, check = export_lib.run(path, fmt, out, quantize=quantize, images=images)
+    print(f"written: {written}")
+    print(f"parity on {check.images} images: largest probability difference "
+          f"{check.max_abs_diff:.3g} (allowed {check.tolerance[0]:g}), top-1 agreement "
+          f"{check.top1_agreement:.1%} (needed {check.tolerance[1]:.0%})")
+
+
 data_app = typer.Typer(help="Look at the data set of a config before training.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
