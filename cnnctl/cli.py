@@ -184,6 +184,19 @@ def export_(
           f"{check.top1_agreement:.1%} (needed {check.tolerance[1]:.0%})")
 
 
+@app.command()
+@user_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="The HTML file (default RUN_DIR/report.html).")] = None,
+) -> None:
+    """One self-contained HTML page of a run: metrics, curves, confusion matrix, mistakes, maps."""
+    from cnnctl import report as report_lib
+
+    print(f"written: {report_lib.run(run_dir, out)}")
+
+
 data_app = typer.Typer(help="Look at the data set of a config before training.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")

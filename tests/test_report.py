@@ -1,0 +1,99 @@
+"""`cnnctl report`: one self-contained HTML file whose embedded images decode, opened in headless
+Chromium without console errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cnnctl import config as config_lib
+from cnnctl import report
+from cnnctl import train as train_lib
+from cnnctl.cli import app
+from cnnctl.errors import CnnctlError
+
+CONFIG = """
+model:
+  name: reported
+  input_shape: [28, 28, 1]
+  layers:
+    - {type: conv2d, filters: 8, kernel_size: 3, activation: relu}
+    - {type: max_pool2d, pool_size: 2}
+    - {type: flatten}
+    - {type: dense, units: 10, activation: softmax}
+data: {source: npz, path: "cnnctl://fashion_mnist_small.npz", max_train_samples: 512, max_test_samples: 200, validation_split: 0.2}
+optimizer: {name: adam, learning_rate: 0.003}
+loss: categorical_crossentropy
+train: {epochs: 2, batch_size: 64, seed: 1, tensorboard: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    config = root / "reported.yaml"
+    config.write_text(CONFIG)
+    train_lib.train(config_lib.load(config), root / "run", verbose=0)
+    return root / "run"
+
+
+def embedded(text: str) -> list[Image.Image]:
+    images = []
+    for data in re.findall(r'src="data:image/png;base64,([^"]+)"', text):
+        image = Image.open(io.BytesIO(base64.b64decode(data)))
+        image.load()
+        images.append(image)
+    return images
+
+
+@pytest.mark.slow
+def test_report_is_one_file_with_every_section_and_decodable_images(run, tmp_path):
+    result = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "r.html").read_text()
+    for heading in ("Test metrics", "Learning curves", "Per class", "Confusion matrix",
+                    "Most confident mistakes", "Where the network looked", "Config",
+                    "Environment"):
+        assert f"<h2>{heading}</h2>" in text
+    assert "T-shirt/top" in text and "max_train_samples: 512" in text
+    assert "the first 200 test images" in text  # the run's own max_test_samples
+    # curves, confusion matrix, the mistakes sheet, 4 Grad-CAM figures
+    pictures = embedded(text)
+    assert len(pictures) == 7 and all(p.size[0] > 200 for p in pictures)
+    assert not re.search(r'src="(?!data:)', text), "everything is embedded: no outside files"
+
+
+def test_report_needs_a_finished_run(tmp_path):
+    with pytest.raises(CnnctlError, match="no metrics.json; report a finished run directory"):
+        report.build(tmp_path)
+
+
+@pytest.mark.slow
+def test_report_opens_in_headless_chromium(run, tmp_path):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    page = report.run(run, tmp_path / "r.html")
+    shot = tmp_path / "shot.png"
+    done = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+         "--v=0", "--window-size=1200,3000", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
+    assert console == [], console
+    image = Image.open(shot)
+    assert image.size == (1200, 3000)
+    pixels = np.asarray(image.convert("L"))
+    assert pixels.std() > 10  # a page was drawn, not a blank screen
