@@ -186,6 +186,24 @@ def export_(
 
 @app.command()
 @user_errors
+def visualize(
+    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False)],
+    image: Annotated[Optional[str], typer.Option(
+        "--image", help="Draw the feature maps of each conv layer for this image.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs.")] = Path("visualize"),
+) -> None:
+    """First-layer filters, feature maps of one image, the model diagram."""
+    from cnnctl import visualize as visualize_lib
+
+    written, notes = visualize_lib.run(path, image, out)
+    for file in written:
+        print(f"written: {file}")
+    for note in notes:
+        print(note, file=sys.stderr)
+
+
+@app.command()
+@user_errors
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False)],
     out: Annotated[Optional[Path], typer.Option(

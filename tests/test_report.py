@@ -4,6 +4,7 @@ Chromium without console errors."""
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import re
 import shutil
@@ -97,3 +98,32 @@ def test_report_opens_in_headless_chromium(run, tmp_path):
     assert image.size == (1200, 3000)
     pixels = np.asarray(image.convert("L"))
     assert pixels.std() > 10  # a page was drawn, not a blank screen
+
+
+@pytest.mark.slow
+def test_visualize_filters_feature_maps_and_diagram(run, tmp_path):
+    from cnnctl import evaluate, visualize
+
+    model = evaluate.load_model(run)
+    image = np.load(Path(__file__).resolve().parents[1] / "cnnctl" / "data" /
+                    "fashion_mnist_small.npz")["x_test"][0]
+    Image.fromarray(image).save(tmp_path / "shirt.png")
+    maps = visualize.feature_maps(model, image[..., None].astype(np.float32))
+    conv = model.layers[-1].layers[0]
+    want = np.asarray(conv(image[None, ..., None].astype(np.float32) / 255))[0]
+    assert list(maps) == [conv.name] and maps[conv.name].shape == (26, 26, 8)
+    np.testing.assert_allclose(maps[conv.name], want, rtol=1e-5, atol=1e-6)
+
+    result = CliRunner().invoke(app, ["visualize", str(run), "--image", str(tmp_path / "shirt.png"),
+                                      "--out", str(tmp_path / "vis")])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in (tmp_path / "vis").iterdir()}
+    assert {"filters.png", f"featuremaps_{conv.name}.png"} <= names
+    if shutil.which("dot") and importlib.util.find_spec("pydot"):
+        assert "model.png" in names
+    else:
+        assert "no model diagram" in result.output
+    for name in names:
+        Image.open(tmp_path / "vis" / name).load()
+    bad = CliRunner().invoke(app, ["visualize", str(run), "--image", str(tmp_path / "nope.png")])
+    assert bad.exit_code == 2 and "--image" in bad.output and "file not found" in bad.output
