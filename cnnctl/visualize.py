@@ -85,12 +85,14 @@ def run(path, image: str | None = None, out: Path = Path("visualize")) -> tuple[
     convs = _convs(network)
     if not convs:
         raise CnnctlError(f"{path}: the model has no conv2d layer; there are no filters to show")
-    out = Path(out)
-    written = [plots._save(filters_figure(convs[0]), out / "filters.png")]
-    if image is not None:
+    pixels = None
+    if image is not None:  # before anything is written
         pixels, status = images.load_images([image], tuple(model.input_shape[1:]))
         if status[0][1] is not None:
             raise CnnctlError(f"--image {image}: {status[0][1]}")
+    out = Path(out)
+    written = [plots._save(filters_figure(convs[0]), out / "filters.png")]
+    if pixels is not None:
         for name, maps in feature_maps(model, pixels[0]).items():
             written.append(plots._save(maps_figure(name, maps), out / f"featuremaps_{name}.png"))
     notes = []

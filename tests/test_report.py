@@ -125,5 +125,7 @@ def test_visualize_filters_feature_maps_and_diagram(run, tmp_path):
         assert "no model diagram" in result.output
     for name in names:
         Image.open(tmp_path / "vis" / name).load()
-    bad = CliRunner().invoke(app, ["visualize", str(run), "--image", str(tmp_path / "nope.png")])
+    bad = CliRunner().invoke(app, ["visualize", str(run), "--image", str(tmp_path / "nope.png"),
+                                   "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "--image" in bad.output and "file not found" in bad.output
+    assert not (tmp_path / "bad").exists()  # bad input writes nothing
