@@ -293,6 +293,31 @@ def _check_archive(path: Path) -> None:
                               "config.json; pass a .keras file saved by cnnctl or keras")
 
 
+def test_arrays(run_dir: Path, input_shape, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `limit` test images (float32 0..255) and int labels of a run, read as its
+    config says (its own data.max_test_samples still applies).
+
+    Raises:
+        CnnctlError: the run has no test split.
+    """
+    from cnnctl import data as data_lib
+    from cnnctl import runs
+
+    config = runs.load_config(run_dir).config
+    limit = min(config.data.max_test_samples or limit, limit)
+    config = config.model_copy(update={"data": config.data.model_copy(
+        update={"max_test_samples": limit})})
+    splits = data_lib.load(config, input_shape=tuple(input_shape), label_mode="int",
+                           splits=("test",))
+    if splits.test is None:
+        raise CnnctlError(f"{run_dir}: the run has no test split (data.test_dir, or a source with "
+                          "one); these commands use its test images")
+    batches = ([splits.test[i] for i in range(len(splits.test))]
+               if hasattr(splits.test, "__getitem__") else splits.test.as_numpy_iterator())
+    xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in batches])
+    return np.concatenate(xs), np.concatenate(ys).reshape(-1).astype(int)
+
+
 def load_model(path: Path) -> keras.Model:
     """Load a model for inference, in Keras safe mode (no Python code from the file runs).
 

@@ -134,18 +134,13 @@ def run(path, fmt: str, out: Path, *, quantize: str | None = None, images: int =
     Raises:
         CnnctlError: see `export`; ParityError when the check fails (the file is kept, to look at).
     """
-    from cnnctl import data as data_lib
     from cnnctl import evaluate, runs
 
     path = Path(path)
     model = evaluate.load_model(path)
     shape = tuple(model.input_shape[1:])
     if path.is_dir() and (path / runs.CONFIG).is_file():
-        config = runs.load_config(path).config
-        config = config.model_copy(update={"data": config.data.model_copy(
-            update={"max_test_samples": images})})
-        splits = data_lib.load(config, input_shape=shape, label_mode="int", splits=("test",))
-        samples = np.concatenate([np.asarray(x) for x, _ in _batches(splits.test)])[:images]
+        samples = evaluate.test_arrays(path, shape, images)[0]
     else:
         samples = np.random.default_rng(0).uniform(0, 255, (images, *shape)).astype(np.float32)
     out = Path(out)
@@ -161,8 +156,3 @@ def run(path, fmt: str, out: Path, *, quantize: str | None = None, images: int =
             f"{check.tolerance[1]:.0%}); the file is kept for inspection")
     return written, check
 
-
-def _batches(dataset):
-    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
-        return [dataset[i] for i in range(len(dataset))]
-    return list(dataset.as_numpy_iterator())

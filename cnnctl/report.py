@@ -46,26 +46,6 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _test_arrays(run_dir: Path, model, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first `limit` test images (float32 0..255) and labels of a run."""
-    from cnnctl import data as data_lib
-    from cnnctl import runs
-
-    config = runs.load_config(run_dir).config
-    limit = min(config.data.max_test_samples or limit, limit)
-    config = config.model_copy(update={"data": config.data.model_copy(
-        update={"max_test_samples": limit})})
-    splits = data_lib.load(config, input_shape=tuple(model.input_shape[1:]), label_mode="int",
-                           splits=("test",))
-    if splits.test is None:
-        raise CnnctlError(f"{run_dir}: the run has no test split (data.test_dir, or a source with "
-                          "one); the report scores the test images")
-    batches = ([splits.test[i] for i in range(len(splits.test))]
-               if hasattr(splits.test, "__getitem__") else splits.test.as_numpy_iterator())
-    xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in batches])
-    return np.concatenate(xs), np.concatenate(ys).reshape(-1).astype(int)
-
-
 def build(run_dir, *, mistakes: int = 8, cams: int = 4, limit: int = 2000) -> str:
     """The HTML text of the report of a finished run directory.
 
@@ -80,7 +60,7 @@ def build(run_dir, *, mistakes: int = 8, cams: int = 4, limit: int = 2000) -> st
                           "(cnnctl train writes it at the end)")
     model = evaluate.load_model(run_dir)
     names = evaluate.class_names_for(run_dir)
-    x, y = _test_arrays(run_dir, model, limit)
+    x, y = evaluate.test_arrays(run_dir, tuple(model.input_shape[1:]), limit)
     names = names or [str(i) for i in range(int(model.output_shape[-1]))]
     probs = np.asarray(model.predict(x, verbose=0, batch_size=256))
     scored = evaluate.report_from_predictions(y, probs, names)
