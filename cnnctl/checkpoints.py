@@ -39,8 +39,10 @@ def atomic_save(model: keras.Model, path: Path) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)  # whatever stopped the writing (a full disk, a lost worker)
+        if not isinstance(e, OSError):
+            raise
         full = e.errno in (errno.ENOSPC, errno.EDQUOT)
         raise CheckpointWriteError(
             f"{path}: {'disk full' if full else e.strerror or e} while writing the checkpoint; "

@@ -74,24 +74,53 @@ def train(
         "--resume", help="Continue this interrupted run from its newest backup.")] = None,
     new: Annotated[bool, typer.Option(
         "--new", help="Start a new run even if an unfinished run of the same config exists.")] = False,
+    workers: Annotated[Optional[str], typer.Option(
+        "--workers", help="train.distribute: multi_worker: every worker's host:port, "
+        "comma-separated, the same list on every machine (sets TF_CONFIG).")] = None,
+    worker_index: Annotated[Optional[int], typer.Option(
+        "--worker-index", help="This machine's place in --workers (0: the chief, which writes the run).")] = None,
 ) -> None:
     """Train the model of a config; writes a run directory with checkpoints and results.
 
-    An unfinished run of the same, unchanged config is resumed automatically (see --new).
+    An unfinished run of the same, unchanged config is resumed automatically, in run.dir or
+    at --run-dir (see --new).
     """
     from cnnctl import config as config_lib
     from cnnctl import runs
 
     loaded = config_lib.load(config, set_)
+    if workers is not None or worker_index is not None:
+        _set_cluster(loaded, workers, worker_index)
     from cnnctl import train as train_lib  # TensorFlow: only once the config is known good
-    if resume is None and run_dir is None and not new:
-        resume = runs.find_unfinished(loaded)
+    if resume is None and not new:
+        resume = runs.find_unfinished(loaded) if run_dir is None else (
+            run_dir if runs.is_unfinished(run_dir, loaded.config) else None)
         if resume is not None:
             print(f"found an unfinished run of this config: {resume} (pass --new to start afresh)")
     result = train_lib.train(loaded, run_dir, resume=resume)
     test = result["metrics"].get("test") or result["metrics"].get("val") or {}
     acc = f"test accuracy {test['accuracy']:.4f}, " if "accuracy" in test else ""
-    print(f"{acc}{result['epochs']} epoch(s) in {result['seconds']:.1f} s, run: {result['run_dir']}")
+    where = (f"run: {result['run_dir']}" if result["run_dir"] is not None else
+             f"{result['task']} done (the chief wrote the run)")
+    print(f"{acc}{result['epochs']} epoch(s) in {result['seconds']:.1f} s, {where}")
+
+
+def _set_cluster(loaded, workers: str | None, index: int | None) -> None:
+    """--workers / --worker-index: the TF_CONFIG of this worker of a multi_worker run."""
+    from cnnctl import distribute
+
+    if workers is None or index is None:
+        given, missing = ("--workers", "--worker-index") if index is None else ("--worker-index", "--workers")
+        raise CnnctlError(f"{given} needs {missing} too: --workers host1:port,host2:port "
+                          "--worker-index I (0 on the chief)")
+    if loaded.config.train.distribute != "multi_worker":
+        raise CnnctlError(f"--workers: {loaded.file} trains with train.distribute: "
+                          f"{loaded.config.train.distribute}; set train.distribute: multi_worker "
+                          "(or --set train.distribute=multi_worker) to train on several machines")
+    if os.environ.get("TF_CONFIG"):
+        raise CnnctlError("--workers: TF_CONFIG is set too; give the cluster one way, either "
+                          "--workers/--worker-index or TF_CONFIG")
+    os.environ["TF_CONFIG"] = distribute.tf_config(workers, index)
 
 
 @app.command("eval")

@@ -236,7 +236,9 @@ class TrainConfig(Strict):
         "probabilities of each image and its horizontal mirror.")
     distribute: Literal["none", "mirrored", "multi_worker", "data_parallel"] = Field(
         "none", description="Train on several devices: mirrored (tensorflow backend: "
-        "tf.distribute.MirroredStrategy over all local GPUs), data_parallel (jax backend: "
+        "tf.distribute.MirroredStrategy over all local GPUs), multi_worker (tensorflow backend: "
+        "tf.distribute.MultiWorkerMirroredStrategy over several machines, cluster from TF_CONFIG "
+        "or `cnnctl train --workers --worker-index`), data_parallel (jax backend: "
         "keras.distribution.DataParallel over the local devices); batch_size is per replica.")
     scale_lr_with_replicas: bool = Field(
         False, description="With distribute: multiply the learning rates by the number of "

@@ -150,21 +150,24 @@ def _git_commit(where: Path) -> str | None:
 
 
 def find_unfinished(loaded: config_lib.LoadedConfig) -> Path | None:
-    """The newest run of this config that has a backup, no results yet, and the same config."""
+    """The newest run of this config under run.dir that `is_unfinished`."""
     name = loaded.config.run.name or Path(loaded.file).stem
     folder = Path(loaded.config.run.dir) / name
     candidates = sorted((p for p in folder.glob("*/backup") if p.is_dir()),
                         key=lambda p: p.stat().st_mtime, reverse=True)
-    for backup in candidates:
-        run_dir = backup.parent
-        if (run_dir / METRICS).exists() or not any(backup.glob("state-*.json")):
-            continue
-        try:
-            if load_config(run_dir).config == loaded.config:
-                return run_dir
-        except CnnctlError:
-            continue
-    return None
+    return next((b.parent for b in candidates if is_unfinished(b.parent, loaded.config)), None)
+
+
+def is_unfinished(run_dir: Path, config: config_lib.Config) -> bool:
+    """A run of this very config that has a backup and no results yet."""
+    run_dir = Path(run_dir)
+    backup = run_dir / "backup"
+    if (run_dir / METRICS).exists() or not any(backup.glob("state-*.json")):
+        return False
+    try:
+        return load_config(run_dir).config == config
+    except CnnctlError:
+        return False
 
 
 def load_config(run_dir: Path) -> config_lib.LoadedConfig:

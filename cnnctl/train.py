@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -146,8 +148,10 @@ def _callbacks(cfg: config_lib.Config, run_dir: Path, has_val: bool, steps_per_e
                                   extra_state=lambda: {"best": ckpt.best, "callbacks": keep.state()},
                                   start_epoch=state.get("epoch", 0), start_step=state.get("step", 0))
     stop = checkpoints.SignalStop(backups)
-    callbacks = [guard, stop, backups, ckpt, *stateful.values(), keep, _EpochTimer(),
-                 keras.callbacks.CSVLogger(run_dir / runs.HISTORY, append=True)]
+    # the epoch-end backup after every other epoch-end step: it holds the early-stopping and
+    # LR-plateau memory of that epoch, and history.csv has the epoch's row before it exists
+    callbacks = [guard, stop, ckpt, *stateful.values(), keep, _EpochTimer(),
+                 keras.callbacks.CSVLogger(run_dir / runs.HISTORY, append=True), backups]
     if averaged:
         # last: its end-of-fit snapshot of the raw weights follows the checkpoints' swaps, which
         # round (TensorFlow swaps in place by adding and subtracting)
@@ -162,34 +166,54 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
           resume: Path | None = None, verbose: int | None = None) -> dict:
     """Train the model of a config and write a run directory, or resume an interrupted run.
 
+    With train.distribute: multi_worker, a worker other than the chief trains in lockstep with it
+    but writes to a temporary folder, removed at the end; it reads the chief's backup to resume.
+
     Returns:
-        {"run_dir", "metrics", "seconds", "epochs", "resumed_from"}.
+        {"run_dir" (None on a worker other than the chief), "metrics", "seconds", "epochs",
+        "resumed_from", "task"}.
     Raises:
         CnnctlError: bad data, a config that does not fit the data, an unwritable run directory,
             a resume that does not match its run.
         Interrupted: SIGINT / SIGTERM (after writing a backup).
         NumericalFailure: a NaN or infinite loss (the last good checkpoints are kept).
+        distribute.ClusterFailure: another worker of a multi_worker run stopped.
     """
     cfg = loaded.config
     if cfg.data is None:
         raise CnnctlError(f"{loaded.file}: no `data:` section; say what to train on, e.g. "
                           "data: {source: keras, name: fashion_mnist}")
+    try:  # first: a multi_worker cluster must be set up before TensorFlow runs anything
+        spread = distribute.plan(cfg.train, cfg.optimizer.reference_batch_size)
+    except ConfigValueError as e:
+        raise loaded.error_at(e.key, e.detail) from None
     backup = None
     if resume is not None:
         backup = _resumable(loaded, Path(resume))
         run_dir = Path(resume)
-    else:
+    elif spread.chief:
         runs.check_can_create(loaded, run_dir)  # before minutes of data loading, not after
+    # before the first variable: workers that disagree would wait on each other's collectives
+    distribute.agree(spread, *((backup[0]["epoch"], backup[0]["step"]) if backup else (0, 0)))
+    if spread.chief:
+        return _train(loaded, spread, run_dir, backup, verbose)
+    scratch = Path(tempfile.mkdtemp(prefix=f"cnnctl-{spread.task.replace(' ', '-')}-"))
+    try:
+        return _train(loaded, spread, run_dir, backup, verbose, scratch=scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbose,
+           scratch: Path | None = None) -> dict:
+    """train() once the strategy is set up; `scratch`: where a worker other than the chief writes."""
+    cfg = loaded.config
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
     start = time.perf_counter()
-    try:
-        spread = distribute.plan(cfg.train, cfg.optimizer.reference_batch_size)
-    except ConfigValueError as e:
-        raise loaded.error_at(e.key, e.detail) from None
     scaled = spread.effective(cfg)  # global batch size and learning rates of all replicas
     with _precision(cfg.train.mixed_precision), spread.scope:
         try:
@@ -201,11 +225,6 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
             raise loaded.error_at(e.key, e.detail) from None
         _check_classes(loaded, model, splits.class_names)
         spe = splits.steps_per_epoch
-        if spread.replicas > 1:
-            lr = f", learning rates x{spread.replicas}" if cfg.train.scale_lr_with_replicas else ""
-            print(f"distribute: {spread.kind}, {spread.replicas} replicas on "
-                  f"{', '.join(spread.devices)} (global batch {scaled.train.batch_size}{lr})",
-                  flush=True)
         model.compile(optimizer=optim.optimizer(scaled.optimizer, spe, cfg.train.epochs,
                                                 scaled.train.batch_size),
                       loss=optim.loss(cfg), metrics=optim.metrics(cfg),
@@ -217,45 +236,84 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
             model.optimizer.build(model.trainable_variables)
             model.load_weights(model_file)
             checkpoints.restore_seed_states(model, state["seed_states"])
-            path = run_dir
-            _truncate_history(path / runs.HISTORY, state["epoch"])
-            print(f"resuming {path} at epoch {state['epoch'] + 1}, step {state['step']} "
+            if scratch is None:
+                path = run_dir
+                _truncate_history(path / runs.HISTORY, state["epoch"])
+            else:
+                path = _scratch_run(loaded, scratch, resumed=run_dir)
+            print(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']} "
                   f"(backup {model_file.name})", flush=True)
-        else:
+        elif scratch is None:
             path = runs.create(loaded, run_dir)
             runs.write_json(path / runs.ENVIRONMENT, {**runs.environment(), "distribute": {
                 "strategy": spread.kind, "replicas": spread.replicas, "devices": spread.devices,
-                "global_batch_size": scaled.train.batch_size}})
+                "global_batch_size": scaled.train.batch_size,
+                **({"workers": spread.workers, "chief": spread.task} if spread.workers else {})}})
             runs.write_json(path / runs.CLASS_NAMES, splits.class_names)
+        else:
+            path = _scratch_run(loaded, scratch)
+        epoch, step = state.get("epoch", 0), state.get("step", 0)
+        if spread.replicas > 1:
+            print(_spread_line(spread, scaled, path), flush=True)
         _report_data(splits)
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
         callbacks, named = _callbacks(cfg, path, splits.val is not None, spe, state)
-        epoch, step = state.get("epoch", 0), state.get("step", 0)
         fit = dict(validation_data=splits.val, callbacks=callbacks, verbose=verbose, shuffle=False)
-        if step and epoch < cfg.train.epochs:
-            # finish the interrupted epoch from the step its backup was taken at
-            model.fit(splits.train_from(epoch, step), initial_epoch=epoch, epochs=epoch + 1,
-                      steps_per_epoch=spe - step, **fit)
-            if named["averaged"] and named["averaged"].raw is not None:
-                named["averaged"].restore_raw()  # fit() left the average in the model
-            epoch += 1
-        if epoch < cfg.train.epochs and not _stopped(named):
-            model.fit(splits.train_from(epoch, 0), initial_epoch=epoch, epochs=cfg.train.epochs,
-                      steps_per_epoch=spe, **fit)
-        _raise_if_stopped(loaded, path, named, resume)
+        try:
+            if step and epoch < cfg.train.epochs:
+                # finish the interrupted epoch from the step its backup was taken at
+                model.fit(splits.train_from(epoch, step), initial_epoch=epoch, epochs=epoch + 1,
+                          steps_per_epoch=spe - step, **fit)
+                if named["averaged"] and named["averaged"].raw is not None:
+                    named["averaged"].restore_raw()  # fit() left the average in the model
+                epoch += 1
+            if epoch < cfg.train.epochs and not _stopped(named):
+                model.fit(splits.train_from(epoch, 0), initial_epoch=epoch, epochs=cfg.train.epochs,
+                          steps_per_epoch=spe, **fit)
+        except Exception as e:
+            lost = distribute.cluster_failure(spread, e, path)
+            if lost is None:
+                raise
+            raise lost from None
+        _raise_if_stopped(loaded, path, named, run_dir is not None)
     fresh = spread.kind == "data_parallel"
     if fresh:
         # every image, on one device: the sharded batches of fit() had to divide evenly
         splits.val, splits.test = (None if ds is None else ds.whole()
                                    for ds in (splits.val, splits.test))
     metrics = _final_metrics(model, path, splits, cfg, fresh=fresh)
+    result = {"run_dir": path if scratch is None else None, "metrics": metrics,
+              "seconds": time.perf_counter() - start, "epochs": metrics["epochs"],
+              "resumed_from": state.get("global_step"), "task": spread.task}
+    if scratch is not None:
+        return result
     runs.write_json(path / runs.METRICS, metrics)
     from cnnctl import plots
 
     plots.curves(path / runs.HISTORY, path / runs.CURVES)
-    return {"run_dir": path, "metrics": metrics, "seconds": time.perf_counter() - start,
-            "epochs": metrics["epochs"], "resumed_from": state.get("global_step")}
+    return result
+
+
+def _scratch_run(loaded, scratch: Path, resumed: Path | None = None) -> Path:
+    """The temporary run directory of a worker other than the chief. Resuming, it starts with
+    the chief's best.keras (the final figures are computed on it by all workers together)."""
+    path = runs.create(loaded, scratch / "run")
+    best = resumed / runs.CHECKPOINTS / runs.BEST if resumed else None
+    if best is not None and best.exists():
+        shutil.copyfile(best, path / runs.CHECKPOINTS / runs.BEST)
+    return path
+
+
+def _spread_line(spread: distribute.Plan, scaled, path: Path) -> str:
+    lr = f", learning rates x{spread.replicas}" if scaled.train.scale_lr_with_replicas else ""
+    line = (f"distribute: {spread.kind}, {spread.replicas} replicas on "
+            f"{', '.join(spread.devices)} (global batch {scaled.train.batch_size}{lr})")
+    if spread.workers:
+        role = (f"the chief, writing {path}" if spread.chief else
+                "writing to a temporary folder (the chief writes the run)")
+        line += f"; {len(spread.workers)} workers ({', '.join(spread.workers)}), this is {spread.task}, {role}"
+    return line
 
 
 def _stopped(named: dict) -> bool:

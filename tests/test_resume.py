@@ -239,3 +239,21 @@ def test_full_disk_keeps_the_previous_checkpoint(config, tmp_path, monkeypatch):
     epoch1 = run / "backup" / next(s["model"] for s in states if (s["epoch"], s["step"]) == (1, 0))
     for x, y in zip(weights(last), weights(epoch1)):
         np.testing.assert_array_equal(x, y)
+
+
+def test_the_epoch_end_backup_holds_that_epochs_history_and_callback_memory(config, tmp_path):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "train", str(config), "--run-dir", str(run), "--set", "train.epochs=2",
+        "--set", "train.early_stopping={monitor: loss, patience: 5}",
+        "--set", "train.reduce_lr_on_plateau={monitor: loss, patience: 5}"])
+    assert result.exit_code == 0, result.output
+    state = newest_state(run)
+    assert (state["epoch"], state["step"]) == (2, 0)
+    losses = json.loads((run / "metrics.json").read_text())["history"]["loss"]
+    assert len(losses) == 2
+    # the memory of the second epoch, not of the first: a run resumed from this backup goes on
+    # as the uninterrupted one would
+    for name in ("early_stopping", "reduce_lr"):
+        assert state["callbacks"][name]["best"] == pytest.approx(min(losses))
+        assert state["callbacks"][name]["wait"] == (0 if losses[1] < losses[0] else 1)
