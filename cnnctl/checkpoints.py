@@ -207,12 +207,22 @@ class Backups(keras.callbacks.Callback):
         return model_file
 
 
-class SignalStop(keras.callbacks.Callback):
-    """On SIGINT or SIGTERM: write a backup at the current step, then stop training."""
+class Signalled(BaseException):
+    """SIGINT or SIGTERM reached a worker training in lockstep (`SignalStop(at_once=True)`)."""
 
-    def __init__(self, backups: Backups):
+
+class SignalStop(keras.callbacks.Callback):
+    """On SIGINT or SIGTERM: write a backup at the current step, then stop training.
+
+    Workers training in lockstep (multi_worker) stop at once instead (`at_once`: the handler
+    raises Signalled): a signal reaches one worker, or each at another step, and every step,
+    evaluation and model writing of one worker takes part in collective ops that all the others
+    must join. Their backups are the epoch-end and every-N-steps ones, written by all at once.
+    """
+
+    def __init__(self, backups: Backups, at_once: bool = False):
         super().__init__()
-        self.backups = backups
+        self.backups, self.at_once = backups, at_once
         self.received: int | None = None
         self.previous = {}
 
@@ -220,6 +230,8 @@ class SignalStop(keras.callbacks.Callback):
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         self.received = signum
+        if self.at_once:
+            raise Signalled(signum)
 
     def on_train_begin(self, logs=None):
         for sig in (signal.SIGINT, signal.SIGTERM):

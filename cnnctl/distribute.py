@@ -243,14 +243,21 @@ def cluster_failure(plan: Plan, error: Exception, run_dir) -> ClusterFailure | N
                               tf.errors.DeadlineExceededError, tf.errors.CancelledError)):
         return None
     reason = " ".join(re.sub(r"\{\{[^}]*\}\}", "", str(error)).split())
-    reason = re.split(r" The tasks have crashed| \[Op:| \[type\.", reason)[0][:300]
+    reason = re.split(r" The tasks have crashed| The error could be| Additional GRPC| \[Op:| \[type\.",
+                      reason)[0][:300]
+    return ClusterFailure(f"{plan.task}: another worker of the cluster stopped ({reason}); "
+                          f"{kept(plan, run_dir)}. Start every worker again with the same command "
+                          "to resume the run")
+
+
+def kept(plan: Plan, run_dir) -> str:
+    """Which backup a stopped multi_worker run resumes from, as this worker can tell."""
     from cnnctl import checkpoints
 
-    found = checkpoints.latest_backup(run_dir) if plan.chief and run_dir else None
-    if found and found[0]:
-        kept = (f"the newest backup is kept ({Path(run_dir) / checkpoints.BACKUP_DIR}, epoch "
-                f"{found[0]['epoch'] + 1}, step {found[0]['step']})")
-    else:
-        kept = "the chief keeps the run's backups" if not plan.chief else "no backup was written yet"
-    return ClusterFailure(f"{plan.task}: another worker of the cluster stopped ({reason}); {kept}. "
-                          "Start every worker again with the same command to resume the run")
+    if not plan.chief:
+        return "the chief keeps the run's backups"
+    found = checkpoints.latest_backup(run_dir)
+    if not found or not found[0]:
+        return "no backup was written yet"
+    return (f"the newest backup is kept ({Path(run_dir) / checkpoints.BACKUP_DIR}, epoch "
+            f"{found[0]['epoch'] + 1}, step {found[0]['step']})")

@@ -123,8 +123,9 @@ class _EpochTimer(keras.callbacks.Callback):
 
 
 def _callbacks(cfg: config_lib.Config, run_dir: Path, has_val: bool, steps_per_epoch: int,
-               state: dict) -> tuple[list, dict]:
-    """The callbacks of a run, in the order they must run, and the ones train() inspects."""
+               state: dict, lockstep: bool = False) -> tuple[list, dict]:
+    """The callbacks of a run, in the order they must run, and the ones train() inspects;
+    `lockstep`: one of several multi_worker processes (a signal stops it at once)."""
     def monitored(name: str) -> str:
         return name if has_val or not name.startswith("val_") else name[len("val_"):]
 
@@ -147,7 +148,7 @@ def _callbacks(cfg: config_lib.Config, run_dir: Path, has_val: bool, steps_per_e
     backups = checkpoints.Backups(run_dir, guard, cfg.train.backup_every_steps, steps_per_epoch,
                                   extra_state=lambda: {"best": ckpt.best, "callbacks": keep.state()},
                                   start_epoch=state.get("epoch", 0), start_step=state.get("step", 0))
-    stop = checkpoints.SignalStop(backups)
+    stop = checkpoints.SignalStop(backups, at_once=lockstep)
     # the epoch-end backup after every other epoch-end step: it holds the early-stopping and
     # LR-plateau memory of that epoch, and history.csv has the epoch's row before it exists
     callbacks = [guard, stop, ckpt, *stateful.values(), keep, _EpochTimer(),
@@ -258,7 +259,8 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
         _report_data(splits)
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
-        callbacks, named = _callbacks(cfg, path, splits.val is not None, spe, state)
+        callbacks, named = _callbacks(cfg, path, splits.val is not None, spe, state,
+                                      lockstep=spread.kind == "multi_worker")
         fit = dict(validation_data=splits.val, callbacks=callbacks, verbose=verbose, shuffle=False)
         try:
             if step and epoch < cfg.train.epochs:
@@ -271,12 +273,14 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
             if epoch < cfg.train.epochs and not _stopped(named):
                 model.fit(splits.train_from(epoch, 0), initial_epoch=epoch, epochs=cfg.train.epochs,
                           steps_per_epoch=spe, **fit)
+        except checkpoints.Signalled:
+            named["stop"].on_train_end()  # the handlers it replaced
         except Exception as e:
             lost = distribute.cluster_failure(spread, e, path)
             if lost is None:
                 raise
             raise lost from None
-        _raise_if_stopped(loaded, path, named, run_dir is not None)
+        _raise_if_stopped(loaded, path, named, spread)
     fresh = spread.kind == "data_parallel"
     if fresh:
         # every image, on one device: the sharded batches of fit() had to divide evenly
@@ -322,7 +326,7 @@ def _stopped(named: dict) -> bool:
                 or (es is not None and es.stopped_epoch > 0))
 
 
-def _raise_if_stopped(loaded, path: Path, named: dict, resume) -> None:
+def _raise_if_stopped(loaded, path: Path, named: dict, spread: distribute.Plan) -> None:
     guard, stop = named["guard"], named["stop"]
     if guard.failed:
         epoch, batch = guard.failed
@@ -338,9 +342,16 @@ def _raise_if_stopped(loaded, path: Path, named: dict, resume) -> None:
 
         name = signal.Signals(stop.received).name
         b = named["backups"]
-        error = Interrupted(
-            f"interrupted by {name} at epoch {b.epoch + 1}; a backup is in {path / checkpoints.BACKUP_DIR}. "
-            f"Resume with: cnnctl train {loaded.file} --resume {path}")
+        if spread.kind == "multi_worker":
+            error = Interrupted(
+                f"{spread.task}: interrupted by {name} at epoch {b.epoch + 1}; multi_worker backs up "
+                "at epoch ends and every train.backup_every_steps steps, on all workers together, "
+                f"not on a signal: {distribute.kept(spread, path)}. Start every worker again with "
+                "the same command to resume the run")
+        else:
+            error = Interrupted(
+                f"interrupted by {name} at epoch {b.epoch + 1}; a backup is in "
+                f"{path / checkpoints.BACKUP_DIR}. Resume with: cnnctl train {loaded.file} --resume {path}")
         error.exit_code = 128 + stop.received
         raise error
 

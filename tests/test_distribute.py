@@ -320,3 +320,33 @@ def test_plan_scales_batch_and_learning_rates_by_replicas(config):
     kept = plan.effective(cfg.model_copy(update={"train": cfg.train.model_copy(
         update={"scale_lr_with_replicas": False})}))
     assert kept.train.batch_size == 128 and kept.optimizer.learning_rate == pytest.approx(0.002)
+
+
+def test_a_lockstep_worker_stops_at_once_on_a_signal(tmp_path):
+    """multi_worker: a signal must not make one worker write a backup or evaluate on its own."""
+    import numpy as np
+
+    from cnnctl import checkpoints
+    from cnnctl.backend import keras
+
+    guard = checkpoints.NanGuard()
+    backups = checkpoints.Backups(tmp_path, guard, None, 8, extra_state=dict)
+    stop = checkpoints.SignalStop(backups, at_once=True)
+
+    class Terminate(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    before = signal.getsignal(signal.SIGTERM)
+    seen = []
+    with pytest.raises(checkpoints.Signalled):
+        model.fit(np.zeros((64, 4)), np.zeros((64, 2)), batch_size=8, epochs=2, verbose=0,
+                  callbacks=[guard, stop, Terminate(), keras.callbacks.LambdaCallback(
+                      on_train_batch_end=lambda batch, logs: seen.append(batch))])
+    stop.on_train_end()
+    assert stop.received == signal.SIGTERM and max(seen) <= 3  # no further step, no epoch end
+    assert not (tmp_path / "backup").exists()
+    assert signal.getsignal(signal.SIGTERM) == before
