@@ -21,6 +21,7 @@ from pathlib import Path
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError, ConfigValueError
 
+
 @dataclasses.dataclass
 class Plan:
     """How a run is spread: `replicas` copies of the model, built and compiled in `scope()`."""
