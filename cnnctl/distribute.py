@@ -152,6 +152,9 @@ def _multi_worker(backend: str) -> Plan:
     import tensorflow as tf
 
     _fix_keras_multi_worker()
+    members = [*cluster.get("chief", []), *cluster.get("worker", [])]
+    print(f"distribute: multi_worker, this is {kind} {index} of {len(members)} workers "
+          f"({', '.join(members)}); waiting for every one of them to connect", flush=True)
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     except RuntimeError as e:  # "Collective ops must be configured at program startup"
@@ -159,11 +162,10 @@ def _multi_worker(backend: str) -> Plan:
                           f"anything in the process ({e}); start it from the command line, "
                           "cnnctl train, in a process of its own") from None
     chief = kind == "chief" or ("chief" not in cluster and index == 0)
-    workers = [*cluster.get("chief", []), *cluster["worker"]]
     devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
         [d.name for d in tf.config.list_logical_devices("CPU")]
     return Plan("multi_worker", strategy.num_replicas_in_sync, devices, strategy.scope(),
-                chief=chief, task=f"{kind} {index}", workers=workers, strategy=strategy)
+                chief=chief, task=f"{kind} {index}", workers=members, strategy=strategy)
 
 
 def _fix_keras_multi_worker() -> None:

@@ -166,6 +166,9 @@ def test_two_workers_train_as_one_process_and_only_the_chief_writes(two_workers,
             f"({cluster.workers.replace(',', ', ')}), this is worker 0, the chief, writing "
             f"{cluster.run}") in chief
     assert "this is worker 1, writing to a temporary folder (the chief writes the run)" in other
+    assert chief.startswith(f"distribute: multi_worker, this is worker 0 of 2 workers "
+                            f"({cluster.workers.replace(',', ', ')}); waiting for every one of "
+                            "them to connect\n")
     assert chief.count("12/12") == 2 and other.count("12/12") == 2  # 751 images / 64 a step
     assert other.strip().splitlines()[-1].endswith("worker 1 done (the chief wrote the run)")
     # only the chief wrote the run: one history row an epoch, its own command in environment.json
