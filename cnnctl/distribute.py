@@ -235,6 +235,18 @@ def agree(plan: Plan, epoch: int, step: int) -> None:
                           "storage all machines share) and be started with the same command")
 
 
+@contextlib.contextmanager
+def lost_workers(plan: Plan, run_dir):
+    """Turns a collective op that failed because a worker went away into ClusterFailure."""
+    try:
+        yield
+    except Exception as e:
+        lost = cluster_failure(plan, e, run_dir)
+        if lost is None:
+            raise
+        raise lost from None
+
+
 def cluster_failure(plan: Plan, error: Exception, run_dir) -> ClusterFailure | None:
     """The user's message for a collective op that failed because a worker went away; None
     for any other error."""

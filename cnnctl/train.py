@@ -263,30 +263,18 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
                                       lockstep=spread.kind == "multi_worker")
         fit = dict(validation_data=splits.val, callbacks=callbacks, verbose=verbose, shuffle=False)
         try:
-            if step and epoch < cfg.train.epochs:
-                # finish the interrupted epoch from the step its backup was taken at
-                model.fit(splits.train_from(epoch, step), initial_epoch=epoch, epochs=epoch + 1,
-                          steps_per_epoch=spe - step, **fit)
-                if named["averaged"] and named["averaged"].raw is not None:
-                    named["averaged"].restore_raw()  # fit() left the average in the model
-                epoch += 1
-            if epoch < cfg.train.epochs and not _stopped(named):
-                model.fit(splits.train_from(epoch, 0), initial_epoch=epoch, epochs=cfg.train.epochs,
-                          steps_per_epoch=spe, **fit)
+            with distribute.lost_workers(spread, path):
+                _fit(model, splits, named, cfg, fit, epoch, step, spe)
         except checkpoints.Signalled:
             named["stop"].on_train_end()  # the handlers it replaced
-        except Exception as e:
-            lost = distribute.cluster_failure(spread, e, path)
-            if lost is None:
-                raise
-            raise lost from None
         _raise_if_stopped(loaded, path, named, spread)
     fresh = spread.kind == "data_parallel"
     if fresh:
         # every image, on one device: the sharded batches of fit() had to divide evenly
         splits.val, splits.test = (None if ds is None else ds.whole()
                                    for ds in (splits.val, splits.test))
-    metrics = _final_metrics(model, path, splits, cfg, fresh=fresh)
+    with distribute.lost_workers(spread, path):
+        metrics = _final_metrics(model, path, splits, cfg, fresh=fresh)
     result = {"run_dir": path if scratch is None else None, "metrics": metrics,
               "seconds": time.perf_counter() - start, "epochs": metrics["epochs"],
               "resumed_from": state.get("global_step"), "task": spread.task}
@@ -297,6 +285,20 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
 
     plots.curves(path / runs.HISTORY, path / runs.CURVES)
     return result
+
+
+def _fit(model, splits, named: dict, cfg, fit: dict, epoch: int, step: int, spe: int) -> None:
+    """The fit() calls of a run that starts at (epoch, step)."""
+    if step and epoch < cfg.train.epochs:
+        # finish the interrupted epoch from the step its backup was taken at
+        model.fit(splits.train_from(epoch, step), initial_epoch=epoch, epochs=epoch + 1,
+                  steps_per_epoch=spe - step, **fit)
+        if named["averaged"] and named["averaged"].raw is not None:
+            named["averaged"].restore_raw()  # fit() left the average in the model
+        epoch += 1
+    if epoch < cfg.train.epochs and not _stopped(named):
+        model.fit(splits.train_from(epoch, 0), initial_epoch=epoch, epochs=cfg.train.epochs,
+                  steps_per_epoch=spe, **fit)
 
 
 def _scratch_run(loaded, scratch: Path, resumed: Path | None = None) -> Path:
