@@ -278,8 +278,10 @@ class LoadedConfig:
 
     def error_at(self, key: str, message: str) -> ConfigError:
         """A ConfigError for the dotted config path `key` (`data.train_dir`), located at its
-        line in the file, or at `--set` when an override gave the value."""
-        path = tuple(key.split("."))
+        line in the file, or at `--set` when an override gave the value. List items are
+        written `[i]` (`augmentation.layers[2].factor`)."""
+        path = tuple(int(part) if part.isdigit() else part
+                     for part in re.findall(r"[^.\[\]]+", key))
         if any(path[:len(o)] == o for o in self.source.overridden):
             return ConfigError([ConfigIssue("--set", None, key, message)])
         return ConfigError([self.source.issue(path, message)])

@@ -269,7 +269,7 @@ def preprocessing_layer(preprocessing, channels: int) -> "keras.layers.Layer | N
     0..255), so that a saved model carries its own preprocessing.
 
     Raises:
-        CnnctlError: mean or std has neither 1 nor `channels` values.
+        ConfigValueError: mean or std has neither 1 nor `channels` values.
     """
     rescale = 1.0 if preprocessing.rescale is None else float(preprocessing.rescale)
     norm = preprocessing.normalize
@@ -337,6 +337,37 @@ class RandomPadCrop(keras.layers.Layer):
                 "fill_mode": self.fill_mode, "seed": self.seed}
 
 
+def front_layers(config, *, every_augmentation: bool = False) -> list["keras.layers.Layer"]:
+    """The layers in front of the configured network: augmentation (when placed in the model,
+    or always with `every_augmentation`, to check it) and preprocessing, each built on the
+    model's input shape, so that a config mistake in them surfaces here, not in training.
+
+    Raises:
+        ConfigValueError: a field of augmentation or data.preprocessing that does not fit.
+    """
+    shape = tuple(config.model.input_shape)
+    front = []
+    if config.augmentation.placement == "model" or every_augmentation:
+        front += augmentation_layers(config.augmentation, seed=config.train.seed)
+        for i, spec in enumerate(config.augmentation.layers):
+            if spec.type != "random_crop":
+                continue
+            for key, size, dim in (("height", spec.height, shape[0]), ("width", spec.width, shape[1])):
+                if size is not None and dim is not None and size < dim:
+                    raise ConfigValueError(
+                        f"augmentation.layers[{i}].{key}", f"{size} is smaller than the image "
+                        f"{key} {dim}; it is the padded size a random {dim}-pixel window is cut "
+                        f"from (e.g. {dim + 8} for 4 pixels of padding)")
+    if config.data is not None:
+        prep = preprocessing_layer(config.data.preprocessing, shape[-1])
+        if prep is not None:
+            front.append(prep)
+    x = keras.Input(shape=shape)
+    for layer in front:
+        x = layer(x)
+    return front
+
+
 # type: (fields it may use, fields it needs: a tuple means any one of them)
 _AUGMENT_FIELDS = {
     "random_flip": ({"mode"}, []),
@@ -360,20 +391,20 @@ def augmentation_layers(augmentation, *, seed: int | None = None) -> list["keras
     width_factor; random_crop is pad-and-crop, see `RandomPadCrop`.
 
     Raises:
-        CnnctlError: a field is missing or does not apply, named as augmentation.layers[i].FIELD.
+        ConfigValueError: a field is missing or does not apply, keyed augmentation.layers[i].FIELD.
     """
     layers = []
     for i, spec in enumerate(augmentation.layers):
         where = f"augmentation.layers[{i}]"
         allowed, needed = _AUGMENT_FIELDS[spec.type]
         for extra in sorted(spec.model_fields_set - allowed - {"type"}):
-            raise CnnctlError(f"{where}.{extra}: {spec.type} does not use `{extra}`; it takes "
-                              f"{', '.join(sorted(allowed)) or 'no options'}")
+            raise ConfigValueError(f"{where}.{extra}", f"{spec.type} does not use `{extra}`; it "
+                                   f"takes {', '.join(sorted(allowed)) or 'no options'}")
         for need in needed:
             options = need if isinstance(need, tuple) else (need,)
             if all(getattr(spec, o) is None for o in options):
-                raise CnnctlError(f"{where}.{options[0]}: {spec.type} needs "
-                                  f"`{'` or `'.join(options)}`")
+                raise ConfigValueError(f"{where}.{options[0]}",
+                                       f"{spec.type} needs `{'` or `'.join(options)}`")
         layers.append(_augment_layer(spec, where, None if seed is None else seed + i))
     return layers
 
@@ -398,6 +429,6 @@ def _augment_layer(spec, where: str, seed):
         return kl.RandomBrightness(factor, value_range=(0, 255), seed=seed)
     fill = "constant" if "fill_mode" not in spec.model_fields_set else spec.fill_mode
     if fill not in ("constant", "reflect"):
-        raise CnnctlError(f"{where}.fill_mode: random_crop pads with constant (zeros) or reflect, "
-                          f"not {fill}")
+        raise ConfigValueError(f"{where}.fill_mode", f"random_crop pads with constant (zeros) "
+                               f"or reflect, not {fill}")
     return RandomPadCrop(spec.height, spec.width, fill_mode=fill, seed=seed)

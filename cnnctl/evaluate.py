@@ -239,22 +239,46 @@ def _most_confused(matrix: np.ndarray, class_names: list[str]) -> list[str]:
     return lines
 
 
-def write_report(report: dict, class_names: list[str], out_dir: Path,
-                 split: str) -> dict[str, Path]:
-    """Write `eval_<split>.json` and `confusion_matrix.png` into `out_dir`.
+def output_files(path: Path, split: str, data_dir: Path | None = None) -> dict[str, Path]:
+    """Where `cnnctl eval` writes: `eval_<split>.json` and `confusion_matrix_<split>.png` in a
+    run directory, or beside a .keras file with its name in front (`last.eval_test.json`);
+    `--data DIR` evaluations are tagged `data-<folder name>` instead of the split."""
+    path = Path(path)
+    tag = split if data_dir is None else f"data-{Path(data_dir).resolve().name}"
+    folder, prefix = (path, "") if path.is_dir() else (path.parent, f"{path.stem}.")
+    return {"json": folder / f"{prefix}eval_{tag}.json",
+            "confusion_matrix": folder / f"{prefix}confusion_matrix_{tag}.png"}
+
+
+def check_outputs(files: dict[str, Path]) -> None:
+    """Refuse files in the way of `output_files` that earlier evaluations did not write.
+
+    Raises:
+        CnnctlError: names the file.
+    """
+    from cnnctl import outputs
+
+    advice = "move it away first, or evaluate a copy of the model in another folder"
+    outputs.check_file(files["json"], "", "eval", outputs.is_eval_json,
+                       what="an evaluation report", advice=advice)
+    outputs.check_file(files["confusion_matrix"], "", "eval",
+                       lambda p: outputs.is_png_of(p, "eval"), what="a confusion matrix",
+                       advice=advice)
+
+
+def write_report(report: dict, class_names: list[str], files: dict[str, Path]) -> dict[str, Path]:
+    """Write the report as JSON and its confusion matrix as PNG to `files` (see
+    `output_files`), each renamed into place once complete.
 
     Returns:
-        {"json": path, "confusion_matrix": path}.
+        `files`.
     """
-    from cnnctl import plots
+    from cnnctl import outputs, plots
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / f"eval_{split}.json"
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
-    png_path = plots.confusion_matrix(np.asarray(report["confusion_matrix"]), list(class_names),
-                                      out_dir / "confusion_matrix.png")
-    return {"json": json_path, "confusion_matrix": png_path}
+    outputs.write_text(files["json"], json.dumps(report, indent=2) + "\n")
+    plots.confusion_matrix(np.asarray(report["confusion_matrix"]), list(class_names),
+                           files["confusion_matrix"])
+    return files
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -422,14 +446,17 @@ def run(path: Path, *, split: str = "test", data_dir: Path | None = None,
     from cnnctl import runs
 
     path = Path(path)
-    model = load_model(path)
-    class_names = class_names_for(path)
-    input_shape = tuple(model.input_shape[1:])
-    label_mode = "binary" if model.output_shape[-1] == 1 else "int"
     if split not in data_lib.SPLITS:
         raise CnnctlError(f"--split {split!r}: choose one of {', '.join(data_lib.SPLITS)}")
     if tta not in (None, "none", "flip"):
         raise CnnctlError(f"--tta {tta!r}: choose none or flip")
+    files = output_files(path, split, data_dir)
+    if path.exists():
+        check_outputs(files)  # before minutes of loading and predicting
+    model = load_model(path)
+    class_names = class_names_for(path)
+    input_shape = tuple(model.input_shape[1:])
+    label_mode = "binary" if model.output_shape[-1] == 1 else "int"
     if data_dir is not None:
         # a folder of class subfolders, read like a test folder of the run's data
         config = config_lib.Config.model_validate({
@@ -465,5 +492,4 @@ def run(path: Path, *, split: str = "test", data_dir: Path | None = None,
                           "data.val_dir / data.test_dir when training); try --split test")
     report = evaluate(model, dataset, class_names)
     report["test_time_augmentation"] = tta
-    out_dir = path if path.is_dir() else path.parent
-    return report, class_names, write_report(report, class_names, out_dir, split)
+    return report, class_names, write_report(report, class_names, files)

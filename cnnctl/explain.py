@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnctl import outputs
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError
 
@@ -170,9 +171,16 @@ def figure(image: np.ndarray, heat: np.ndarray, title: str):
     return fig
 
 
+def _is_explain_png(path: Path) -> bool:
+    return outputs.is_png_of(path, "explain")
+
+
 def run(path, inputs: list[str], *, method: str = "gradcam", layer: str | None = None,
         out: Path = Path("explain")) -> list[dict]:
-    """`cnnctl explain`: one PNG per readable image in `out` (original, heat map, overlay).
+    """`cnnctl explain`: one PNG per readable image in `out` (original, heat map, overlay),
+    named after the image (`outputs.unique_stems`: images of the same name in different
+    folders get their folder names in front). `out` must be new, empty or hold only earlier
+    explain PNGs.
 
     Returns:
         Per input: {"path", "png", "class", "probability"} or {"path", "error"}.
@@ -187,6 +195,8 @@ def run(path, inputs: list[str], *, method: str = "gradcam", layer: str | None =
     if method == "cam" and layer is not None:
         raise CnnctlError("--layer applies to gradcam; cam always uses the maps before the "
                           "global average pooling")
+    out = outputs.check_folder(Path(out), "--out", "explain", _is_explain_png,
+                               what="heat-map PNGs")
     path = Path(path)
     model = evaluate.load_model(path)
     names = evaluate.class_names_for(path) or [str(i) for i in range(int(model.output_shape[-1]))]
@@ -205,17 +215,17 @@ def run(path, inputs: list[str], *, method: str = "gradcam", layer: str | None =
         heat, probs = gradcam(model, pixels, layer)
     else:
         heat, probs = cam(model, pixels)
-    out = Path(out)
     results, by_path = [], dict(zip(readable, zip(pixels, heat, probs)))
+    stems = outputs.unique_stems(readable)
     for file, error in status:
         if error is not None:
             results.append({"path": file, "error": error})
             continue
         image, h, p = by_path[file]
         top = int(np.argmax(p))
-        png = out / f"{Path(file).stem}.{method}.png"
+        png = out / f"{stems[file]}.{method}.png"
         title = f"{Path(file).name}: {names[top]} ({p[top]:.1%}), {method}"
-        plots._save(figure(image, h, title), png)
+        plots.save(figure(image, h, title), png, "explain")
         results.append({"path": file, "png": str(png), "class": names[top],
                         "probability": float(p[top])})
     return results

@@ -12,12 +12,13 @@ images and compares its probabilities with the Keras model's.
 from __future__ import annotations
 
 import dataclasses
-import shutil
+import importlib.util
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from cnnctl import outputs
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError
 
@@ -63,24 +64,15 @@ def export(model: keras.Model, fmt: str, out: Path, quantize: str | None = None,
         CnnctlError: unknown format, quantisation that does not apply, a missing exporter.
     """
     tf = _tensorflow()
-    if fmt not in FORMATS:
-        raise CnnctlError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
-    if quantize not in (None, *QUANTIZE):
-        raise CnnctlError(f"--quantize {quantize}: choose float16 or int8")
-    if quantize and fmt != "tflite":
-        raise CnnctlError(f"--quantize applies to --format tflite, not {fmt}")
+    check_options(fmt, quantize)
     out = Path(out)
     if fmt == "savedmodel":
-        model.export(str(out), format="tf_saved_model", verbose=False)
-        return out
+        return outputs.write_folder(out, lambda tmp: model.export(
+            str(tmp), format="tf_saved_model", verbose=False))
     if fmt == "onnx":
-        try:
-            spec = [keras.InputSpec(shape=(None, *model.input_shape[1:]), dtype="float32")]
-            model.export(str(out), format="onnx", verbose=False, input_signature=spec)
-        except ImportError as e:
-            raise CnnctlError(f"--format onnx needs tf2onnx and onnxruntime ({e}); install them "
-                              "with `pip install tf2onnx onnxruntime`") from None
-        return out
+        spec = [keras.InputSpec(shape=(None, *model.input_shape[1:]), dtype="float32")]
+        return outputs.write_file(out, lambda tmp: model.export(
+            str(tmp), format="onnx", verbose=False, input_signature=spec))
     with tempfile.TemporaryDirectory() as tmp:
         model.export(tmp, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
@@ -91,9 +83,45 @@ def export(model: keras.Model, fmt: str, out: Path, quantize: str | None = None,
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             samples = calibration[:100]
             converter.representative_dataset = lambda: ([x[None]] for x in samples)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(converter.convert())
-    return out
+        flatbuffer = converter.convert()
+    return outputs.write_file(out, lambda tmp: tmp.write_bytes(flatbuffer))
+
+
+def check_options(fmt: str, quantize: str | None) -> None:
+    """Refuse a format or quantisation that does not exist or apply, or whose exporter and
+    runtime are not installed.
+
+    Raises:
+        CnnctlError: one line saying what to choose or install.
+    """
+    if fmt not in FORMATS:
+        raise CnnctlError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if quantize not in (None, *QUANTIZE):
+        raise CnnctlError(f"--quantize {quantize}: choose float16 or int8")
+    if quantize and fmt != "tflite":
+        raise CnnctlError(f"--quantize applies to --format tflite, not {fmt}")
+    missing = [m for m in ("tf2onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if fmt == "onnx" and missing:
+        raise CnnctlError(f"--format onnx needs the [export] extra ({' and '.join(missing)} "
+                          "missing): pip install -e \".[export]\" in the cnnctl checkout")
+
+
+# format -> (recognises a previous export, what it is)
+PREVIOUS = {"savedmodel": (outputs.is_savedmodel, "SavedModel export"),
+            "onnx": (outputs.is_onnx, "ONNX export"),
+            "tflite": (outputs.is_tflite, "TFLite export")}
+
+
+def check_target(out: Path, fmt: str, force: bool = False) -> Path:
+    """Refuse an --out that holds anything but a previous export of `fmt`, and that one too
+    unless `force`.
+
+    Raises:
+        CnnctlError: see `outputs.check_file` / `outputs.check_folder`.
+    """
+    recognise, what = PREVIOUS[fmt]
+    check = outputs.check_folder if fmt == "savedmodel" else outputs.check_file
+    return check(Path(out), "--out", "export", recognise, what=f"a {what}", force=force)
 
 
 def predict_exported(fmt: str, path: Path, images: np.ndarray) -> np.ndarray:
@@ -127,15 +155,23 @@ def parity(model: keras.Model, fmt: str, path: Path, images: np.ndarray,
                   TOLERANCE[quantize])
 
 
-def run(path, fmt: str, out: Path, *, quantize: str | None = None, images: int = 64) -> tuple[Path, Parity]:
+def run(path, fmt: str, out: Path, *, quantize: str | None = None, images: int = 64,
+        force: bool = False) -> tuple[Path, Parity]:
     """`cnnctl export`: export a run's model (or a .keras file) and check it on `images` test
     images of its run (random 0..255 images for a bare .keras file).
 
+    `out` must not exist, or hold a previous export of the same format and `force` be given;
+    the export is written beside it and renamed into place, so a failed export leaves the
+    previous one as it was.
+
     Raises:
-        CnnctlError: see `export`; ParityError when the check fails (the file is kept, to look at).
+        CnnctlError: see `export` and `check_target`; ParityError when the check fails (the file
+            is kept, to look at).
     """
     from cnnctl import evaluate, runs
 
+    check_options(fmt, quantize)
+    check_target(out, fmt, force)  # before the model loads: a refusal costs nothing
     path = Path(path)
     model = evaluate.load_model(path)
     shape = tuple(model.input_shape[1:])
@@ -143,10 +179,7 @@ def run(path, fmt: str, out: Path, *, quantize: str | None = None, images: int =
         samples = evaluate.test_arrays(path, shape, images)[0]
     else:
         samples = np.random.default_rng(0).uniform(0, 255, (images, *shape)).astype(np.float32)
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    written = export(model, fmt, out, quantize, calibration=samples)
+    written = export(model, fmt, Path(out), quantize, calibration=samples)
     check = parity(model, fmt, written, samples, quantize)
     if not check.ok:
         raise ParityError(
@@ -155,4 +188,3 @@ def run(path, fmt: str, out: Path, *, quantize: str | None = None, images: int =
             f"{check.tolerance[0]:g}), top-1 agreement {check.top1_agreement:.1%} (needed "
             f"{check.tolerance[1]:.0%}); the file is kept for inspection")
     return written, check
-

@@ -29,12 +29,15 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _save(fig, out: Path, dpi: int = 100) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, format="png")
+def save(fig, out: Path, command: str, dpi: int = 100) -> Path:
+    """Write `fig` as the PNG `out`, marked as an output of `cnnctl COMMAND` (so that the command
+    may replace it later) and renamed into place once complete."""
+    from cnnctl import outputs
+
+    outputs.write_file(Path(out), lambda tmp: fig.savefig(
+        tmp, dpi=dpi, format="png", metadata=outputs.png_metadata(command)))
     fig.clear()
-    return out
+    return Path(out)
 
 
 # --- training curves -------------------------------------------------------------------------
@@ -104,7 +107,7 @@ def curves(history_csv: Path, out: Path) -> Path:
     Raises:
         CnnctlError: the file is missing or has no epochs.
     """
-    return _save(curves_figure(history_csv), out)
+    return save(curves_figure(history_csv), out, "train")
 
 
 # --- confusion matrix ------------------------------------------------------------------------
@@ -168,7 +171,7 @@ def confusion_matrix(matrix: np.ndarray, class_names: list[str], out: Path,
     Returns:
         `out`.
     """
-    return _save(confusion_matrix_figure(matrix, class_names, normalize), out)
+    return save(confusion_matrix_figure(matrix, class_names, normalize), out, "eval")
 
 
 # --- prediction sheet ------------------------------------------------------------------------
@@ -236,4 +239,4 @@ def predictions(items: list[dict], out: Path) -> Path:
     Returns:
         `out`.
     """
-    return _save(predictions_figure(items), out)
+    return save(predictions_figure(items), out, "predict")

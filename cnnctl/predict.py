@@ -23,6 +23,7 @@ def run(path, inputs: list[str], *, top_k: int = 3, plot=None, batch_size: int =
         top_k: labels per image.
         plot: a PNG to draw the readable images (at most the first 32) with their top-k bars
             into; the true label is taken from each image's folder name when it is a class.
+            An existing file there is replaced only when it is a previous prediction sheet.
 
     Returns:
         The results of `predict`.
@@ -32,8 +33,11 @@ def run(path, inputs: list[str], *, top_k: int = 3, plot=None, batch_size: int =
     """
     from pathlib import Path
 
-    from cnnctl import evaluate, runs
+    from cnnctl import evaluate, outputs, runs
 
+    if plot is not None:  # before the model loads: a refusal costs nothing
+        outputs.check_file(Path(plot), "--plot", "predict",
+                           lambda p: outputs.is_png_of(p, "predict"), what="a prediction sheet (PNG)")
     path = Path(path)
     model = evaluate.load_model(path)
     class_names = evaluate.class_names_for(path)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnctl import outputs
 from cnnctl.errors import CnnctlError
 
 STYLE = """
@@ -115,6 +116,7 @@ def build(run_dir, *, mistakes: int = 8, cams: int = 4, limit: int = 2000) -> st
               f"<pre>{html.escape((run_dir / runs.CONFIG).read_text())}</pre>",
               "<h2>Environment</h2>", f"<pre>{html.escape(json.dumps(environment, indent=2))}</pre>"]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"{outputs.REPORT_GENERATOR}"
             f"<title>cnnctl run {html.escape(run_dir.name)}</title><style>{STYLE}</style></head>"
             f"<body>{''.join(parts)}</body></html>\n")
 
@@ -126,9 +128,14 @@ def _item(i: int, x, y, probs, names) -> dict:
 
 
 def run(run_dir, out: Path | None = None, **kwargs) -> Path:
-    """Write the report (default RUN_DIR/report.html) and return its path."""
+    """Write the report (default RUN_DIR/report.html) and return its path.
+
+    An existing file there is replaced only when it is a previous cnnctl report; the page is
+    written to a temporary file and renamed into place.
+
+    Raises:
+        CnnctlError: see `build`, and a target that is not a report's to replace.
+    """
     out = Path(out) if out is not None else Path(run_dir) / "report.html"
-    text = build(run_dir, **kwargs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    return out
+    outputs.check_file(out, "--out", "report", outputs.is_report, what="an HTML report")
+    return outputs.write_text(out, build(run_dir, **kwargs))

@@ -42,8 +42,8 @@ def default_dir(loaded: config_lib.LoadedConfig) -> Path:
 
 def check_can_create(loaded: config_lib.LoadedConfig, run_dir: Path | None) -> tuple[Path, str]:
     """The run directory `create` would make, and the option that names it, checked cheaply
-    (before any data is loaded): it holds no run, no file is in its way, and the nearest folder
-    that exists is writable.
+    (before any data is loaded): it is new or empty (no run, no file of the user's is in it),
+    no file is in its way, and the nearest folder that exists is writable.
 
     Raises:
         CnnctlError: it cannot be created or already holds a run.
@@ -53,6 +53,12 @@ def check_can_create(loaded: config_lib.LoadedConfig, run_dir: Path | None) -> t
     if (path / CONFIG).exists():
         raise CnnctlError(f"{path}: already holds a run (config.yaml exists); choose another "
                           "--run-dir or remove it")
+    if path.is_dir() and any(path.iterdir()):
+        names = sorted(p.name for p in path.iterdir())
+        shown = ", ".join(names[:3]) + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
+        raise CnnctlError(f"{path}: holds files that are not a run ({shown}); a run directory "
+                          f"starts new or empty, so nothing of yours is overwritten: choose "
+                          f"another {option}")
     blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:  # mkdir would only say "Not a directory" or "File exists"
         raise CnnctlError(f"{path}: cannot create the run directory: {blocker} is a file, not a "

@@ -47,8 +47,22 @@ def _shape(layer, which: str) -> tuple:
 
 
 def describe(loaded: config_lib.LoadedConfig) -> dict:
-    """Build the model and describe it as plain data (what `check --json` prints)."""
+    """Build the model and describe it as plain data (what `check --json` prints).
+
+    The augmentation and preprocessing layers are built too (they are not part of the
+    description), so that their mistakes are found without data.
+
+    Raises:
+        ConfigError: located at the line of the field that does not fit.
+    """
+    from cnnctl import data as data_lib
+    from cnnctl.errors import ConfigValueError
+
     model, infos = model_lib.build_with_info(loaded)
+    try:
+        data_lib.front_layers(loaded.config, every_augmentation=True)
+    except ConfigValueError as e:
+        raise loaded.error_at(e.key, e.detail) from None
     layers = []
     for info in infos:
         layers.append({

@@ -26,13 +26,7 @@ def assemble(loaded: config_lib.LoadedConfig) -> keras.Model:
     cfg = loaded.config
     core = model_lib.build(loaded)
     shape = tuple(cfg.model.input_shape)
-    front = []
-    if cfg.augmentation.placement == "model":
-        front += data_lib.augmentation_layers(cfg.augmentation, seed=cfg.train.seed)
-    if cfg.data is not None:
-        prep = data_lib.preprocessing_layer(cfg.data.preprocessing, shape[-1])
-        if prep is not None:
-            front.append(prep)
+    front = data_lib.front_layers(cfg)
     if not front and cfg.train.mixed_precision == "off":
         return core
     inputs = keras.Input(shape=shape, name="image")
@@ -353,9 +347,18 @@ def _raise_if_stopped(loaded, path: Path, named: dict, spread: distribute.Plan) 
         else:
             error = Interrupted(
                 f"interrupted by {name} at epoch {b.epoch + 1}; a backup is in "
-                f"{path / checkpoints.BACKUP_DIR}. Resume with: cnnctl train {loaded.file} --resume {path}")
+                f"{path / checkpoints.BACKUP_DIR}. Resume with: {resume_command(loaded, path)}")
         error.exit_code = 128 + stop.received
         raise error
+
+
+def resume_command(loaded: config_lib.LoadedConfig, run_dir: Path) -> str:
+    """The shell command that resumes `run_dir`: with the config file as given, or, when
+    `--set` changed it, with the run's own resolved config (the file alone would differ)."""
+    import shlex
+
+    config = loaded.file if not loaded.source.overridden else Path(run_dir) / runs.CONFIG
+    return f"cnnctl train {shlex.quote(str(config))} --resume {shlex.quote(str(run_dir))}"
 
 
 def _resumable(loaded: config_lib.LoadedConfig, run_dir: Path) -> tuple[dict, Path]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnctl import outputs
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError
 
@@ -80,6 +81,8 @@ def run(path, image: str | None = None, out: Path = Path("visualize")) -> tuple[
     """
     from cnnctl import evaluate, explain, images, plots
 
+    out = outputs.check_folder(Path(out), "--out", "visualize",
+                               lambda p: outputs.is_png_of(p, "visualize"), what="PNGs")
     model = evaluate.load_model(Path(path))
     network, _ = explain._network(model)
     convs = _convs(network)
@@ -90,18 +93,45 @@ def run(path, image: str | None = None, out: Path = Path("visualize")) -> tuple[
         pixels, status = images.load_images([image], tuple(model.input_shape[1:]))
         if status[0][1] is not None:
             raise CnnctlError(f"--image {image}: {status[0][1]}")
-    out = Path(out)
-    written = [plots._save(filters_figure(convs[0]), out / "filters.png")]
+    written = [plots.save(filters_figure(convs[0]), out / "filters.png", "visualize")]
     if pixels is not None:
         for name, maps in feature_maps(model, pixels[0]).items():
-            written.append(plots._save(maps_figure(name, maps), out / f"featuremaps_{name}.png"))
+            written.append(plots.save(maps_figure(name, maps), out / f"featuremaps_{name}.png",
+                                      "visualize"))
     notes = []
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        keras.utils.plot_model(network, to_file=str(out / "model.png"), show_shapes=True,
-                               show_layer_names=True, dpi=80)
-        written.append(out / "model.png")
-    except (ImportError, OSError) as e:  # pydot or Graphviz's `dot` missing
-        notes.append(f"no model diagram: {str(e).splitlines()[0]} (install the pydot package "
-                     "and Graphviz: apt-get install graphviz)")
+    missing = diagram_missing()
+    if missing:
+        notes.append(f"no model diagram (model.png): {missing}")
+    else:
+        written.append(outputs.write_file(out / "model.png", lambda tmp: _diagram(network, tmp)))
     return written, notes
+
+
+def diagram_missing() -> str | None:
+    """What the model diagram needs and is not installed, as advice, or None."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("pydot") is None:
+        return ("it needs the [diagram] extra: pip install -e \".[diagram]\" in the cnnctl "
+                "checkout, and Graphviz (apt-get install graphviz)")
+    if shutil.which("dot") is None:
+        return "it needs Graphviz's `dot` program: apt-get install graphviz (or brew install graphviz)"
+    return None
+
+
+def _diagram(network: keras.Model, out: Path) -> None:
+    """keras.utils.plot_model into the PNG `out`, marked as a visualize output."""
+    from PIL import Image, PngImagePlugin
+
+    drawn = out.with_name(out.name + ".png")  # plot_model picks the format from the suffix
+    try:
+        keras.utils.plot_model(network, to_file=str(drawn), show_shapes=True,
+                               show_layer_names=True, dpi=80)
+        info = PngImagePlugin.PngInfo()
+        for key, value in outputs.png_metadata("visualize").items():
+            info.add_text(key, value)
+        with Image.open(drawn) as image:
+            image.save(out, format="PNG", pnginfo=info)
+    finally:
+        drawn.unlink(missing_ok=True)

@@ -258,9 +258,11 @@ def test_format_report_lists_most_confused_pairs_for_many_classes():
 
 def test_write_report_writes_json_and_png(tmp_path):
     report = hand_made()
-    paths = ev.write_report(report, ["cat", "dog", "bird"], tmp_path / "run", "test")
+    (tmp_path / "run").mkdir()
+    files = ev.output_files(tmp_path / "run", "test")
+    paths = ev.write_report(report, ["cat", "dog", "bird"], files)
     assert paths == {"json": tmp_path / "run" / "eval_test.json",
-                     "confusion_matrix": tmp_path / "run" / "confusion_matrix.png"}
+                     "confusion_matrix": tmp_path / "run" / "confusion_matrix_test.png"}
     assert json.loads(paths["json"].read_text()) == report
     with Image.open(paths["confusion_matrix"]) as png:
         assert png.format == "PNG"

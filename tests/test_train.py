@@ -104,7 +104,7 @@ def test_eval_reports_the_accuracy_training_reported(trained):
     assert report["loss"] == pytest.approx(metrics["test"]["loss"], rel=1e-4)
     assert report["num_samples"] == 300
     assert np.array(report["confusion_matrix"]).sum() == 300
-    assert (run_dir / "eval_test.json").is_file() and (run_dir / "confusion_matrix.png").is_file()
+    assert (run_dir / "eval_test.json").is_file() and (run_dir / "confusion_matrix_test.png").is_file()
 
 
 def test_predict_images_of_any_size_and_mode(trained, tmp_path):
