@@ -151,8 +151,8 @@ def check_file(path: Path, option: str, command: str, recognise: Callable[[Path]
         raise CnnctlError(f"{named}: a file that cnnctl {command} did not write is there; "
                           f"{advice} (cnnctl never replaces files it did not write)")
     if path.exists() and force is False:
-        raise CnnctlError(f"{named}: holds a previous {what} of cnnctl {command}; pass --force "
-                          f"to replace it, or {advice}")
+        raise CnnctlError(f"{named}: holds {what} from an earlier cnnctl {command}; pass "
+                          f"--force to replace it, or {advice}")
     _check_parent(path, named)
     return path
 
@@ -183,15 +183,17 @@ def check_folder(path: Path, option: str, command: str, recognise: Callable[[Pat
                                   f"({_listing(others or [p.name for p in entries])}); choose a "
                                   "new or empty folder (cnnctl never replaces files it did not write)")
         if entries and force is False:
-            raise CnnctlError(f"{named}: holds a previous {what} of cnnctl {command}; pass "
+            raise CnnctlError(f"{named}: holds {what} from an earlier cnnctl {command}; pass "
                               "--force to replace it, or choose another folder")
     _check_parent(path, named)
     return path
 
 
 def _example(what: str) -> str:
-    return {"an HTML report": "report.html", "a prediction sheet (PNG)": "predictions.png"}.get(
-        what, "cnnctl-output")
+    """A name to suggest for an output of this kind."""
+    return {"an HTML report": "report.html", "a prediction sheet (PNG)": "predictions.png",
+            "heat-map PNGs": "explain", "PNGs": "visualize",
+            "a SavedModel export": "savedmodel"}.get(what, "cnnctl-output")
 
 
 def _check_parent(path: Path, named: str) -> None:
@@ -210,17 +212,29 @@ def _temporary(path: Path, tag: str) -> Path:
 
 def write_file(path: Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp)` for a temporary file beside `path`, then rename it to `path`: readers
-    see the old file or the whole new one, and a write that fails leaves the old file."""
+    see the old file or the whole new one, and a write that fails leaves the old file.
+
+    Raises:
+        CnnctlError: the file system refused the write (full, read-only, ...).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary(path, "tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise _not_written(path, e) from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
     return path
+
+
+def _not_written(path: Path, error: OSError) -> CnnctlError:
+    kept = "the previous one is kept" if path.exists() else "nothing was written"
+    return CnnctlError(f"{path}: could not be written ({error.strerror or error}); {kept}. "
+                       "Free some space or choose a writable place")
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -246,6 +260,8 @@ def write_folder(path: Path, write: Callable[[Path], object]) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except OSError as e:
+        raise _not_written(path, e) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
@@ -276,16 +292,21 @@ def unique_stems(files: list[str]) -> dict[str, str]:
             groups[name(f)].append(f)
         return [g for g in groups.values() if len(g) > 1]
 
-    for group in iter(clashes, []):
-        deeper = [f for f in group if depth[f] < len(Path(f).parent.parts) - 1]
-        if deeper:  # folders still tell them apart
-            for f in deeper:
-                depth[f] += 1
-        elif not all(suffix[f] for f in group):
-            for f in group:
-                suffix[f] = True
-        else:
-            break
+    changed = True
+    while changed:
+        changed = False
+        for group in clashes():
+            same_folder = len({Path(f).parent for f in group}) == 1
+            deeper = [] if same_folder else [
+                f for f in group if depth[f] < len(Path(f).parent.parts) - 1]
+            if deeper:  # folders may still tell them apart
+                for f in deeper:
+                    depth[f] += 1
+                changed = True
+            elif not all(suffix[f] for f in group):
+                for f in group:
+                    suffix[f] = True
+                changed = True
     names: dict[str, str] = {}
     taken: collections.Counter = collections.Counter()
     for f in distinct:
