@@ -132,8 +132,9 @@ class AugmentLayer(Strict):
         None, description="zoom, translation (fraction of the width).")
     height: PositiveInt | None = Field(None, description="random_crop: crop height.")
     width: PositiveInt | None = Field(None, description="random_crop: crop width.")
-    fill_mode: Literal["reflect", "wrap", "constant", "nearest"] = Field(
-        "reflect", description="rotation, zoom, translation: how new pixels are filled.")
+    fill_mode: Literal["reflect", "wrap", "constant", "nearest"] | None = Field(
+        None, description="How new pixels are filled: rotation, zoom, translation (default "
+        "reflect); random_crop's padding, constant (zeros, the default) or reflect.")
 
 
 class AugmentationConfig(Strict):

@@ -279,8 +279,10 @@ def preprocessing_layer(preprocessing, channels: int) -> "keras.layers.Layer | N
     for key in ("mean", "std"):
         given = list(getattr(norm, key))
         if len(given) not in (1, channels):
-            raise ConfigValueError(f"data.preprocessing.normalize.{key}", f"needs 1 or {channels} values "
-                              f"(one per channel), got {len(given)}")
+            needs = ("1 value (the model's input has 1 channel)" if channels == 1 else
+                     f"1 or {channels} values (one per channel)")
+            raise ConfigValueError(f"data.preprocessing.normalize.{key}",
+                                   f"needs {needs}, got {len(given)}")
         values[key] = given * channels if len(given) == 1 else given
     scale = [rescale / s for s in values["std"]]
     offset = [-m / s for m, s in zip(values["mean"], values["std"])]
@@ -397,7 +399,10 @@ def augmentation_layers(augmentation, *, seed: int | None = None) -> list["keras
     for i, spec in enumerate(augmentation.layers):
         where = f"augmentation.layers[{i}]"
         allowed, needed = _AUGMENT_FIELDS[spec.type]
-        for extra in sorted(spec.model_fields_set - allowed - {"type"}):
+        # a field is given when it has a value: a run's resolved config.yaml lists every
+        # field, null where it was left out
+        given = {f for f in spec.model_fields_set if getattr(spec, f) is not None}
+        for extra in sorted(given - allowed - {"type"}):
             raise ConfigValueError(f"{where}.{extra}", f"{spec.type} does not use `{extra}`; it "
                                    f"takes {', '.join(sorted(allowed)) or 'no options'}")
         for need in needed:
@@ -417,17 +422,18 @@ def _augment_layer(spec, where: str, seed):
     if spec.type == "random_flip":
         return kl.RandomFlip(spec.mode or "horizontal_and_vertical", seed=seed)
     if spec.type == "random_rotation":
-        return kl.RandomRotation(factor, fill_mode=spec.fill_mode, seed=seed)
+        return kl.RandomRotation(factor, fill_mode=spec.fill_mode or "reflect", seed=seed)
     if spec.type == "random_zoom":
-        return kl.RandomZoom(height_factor, width_factor, fill_mode=spec.fill_mode, seed=seed)
+        return kl.RandomZoom(height_factor, width_factor, fill_mode=spec.fill_mode or "reflect",
+                             seed=seed)
     if spec.type == "random_translation":
-        return kl.RandomTranslation(height_factor, width_factor, fill_mode=spec.fill_mode,
+        return kl.RandomTranslation(height_factor, width_factor, fill_mode=spec.fill_mode or "reflect",
                                     seed=seed)
     if spec.type == "random_contrast":
         return kl.RandomContrast(factor, value_range=(0, 255), seed=seed)
     if spec.type == "random_brightness":
         return kl.RandomBrightness(factor, value_range=(0, 255), seed=seed)
-    fill = "constant" if "fill_mode" not in spec.model_fields_set else spec.fill_mode
+    fill = spec.fill_mode or "constant"
     if fill not in ("constant", "reflect"):
         raise ConfigValueError(f"{where}.fill_mode", f"random_crop pads with constant (zeros) "
                                f"or reflect, not {fill}")

@@ -362,8 +362,12 @@ def resume_command(loaded: config_lib.LoadedConfig, run_dir: Path) -> str:
 
 
 def _resumable(loaded: config_lib.LoadedConfig, run_dir: Path) -> tuple[dict, Path]:
-    """The backup to resume `run_dir` from, refusing a run whose config differs."""
+    """The backup to resume `run_dir` from, refusing a finished run and one whose config differs."""
     saved = runs.load_config(run_dir).config
+    if (run_dir / runs.METRICS).exists():
+        raise CnnctlError(f"{run_dir}: the run is finished ({runs.METRICS} is written); there is "
+                          f"nothing to resume: `cnnctl eval {run_dir}` scores it, and without "
+                          "--resume `cnnctl train` starts a new run")
     changed = config_diff(saved, loaded.config)
     if changed:
         raise CnnctlError(f"{run_dir}: cannot resume with a changed config ({'; '.join(changed[:5])}"

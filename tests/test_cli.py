@@ -105,6 +105,27 @@ BAD = {
     "duplicate key": (
         "train: {epochs: 5, batch_size: 128}", "train: {epochs: 5, batch_size: 128, epochs: 2}",
         "18: train.epochs: duplicate key 'epochs' (first given on line 18); keep only one"),
+    "normalize of the wrong length": (
+        "data: {source: keras, name: mnist}",
+        "data:\n  source: keras\n  name: mnist\n  preprocessing:\n    normalize:\n"
+        "      mean: [0.49, 0.48, 0.45]\n      std: [0.25]",
+        "19: data.preprocessing.normalize.mean: needs 1 value (the model's input has 1 channel), got 3"),
+    "augmentation field its type does not take": (
+        "data: {source: keras, name: mnist}",
+        "data: {source: keras, name: mnist}\naugmentation:\n  placement: pipeline\n  layers:\n"
+        "    - {type: random_flip, mode: horizontal}\n    - {type: random_flip, factor: 0.2}",
+        "19: augmentation.layers[1].factor: random_flip does not use `factor`; it takes mode"),
+    "augmentation missing its field": (
+        "data: {source: keras, name: mnist}",
+        "data: {source: keras, name: mnist}\naugmentation:\n  layers:\n"
+        "    - {type: random_rotation}",
+        "17: augmentation.layers[0].factor: random_rotation needs `factor`"),
+    "crop smaller than the image": (
+        "data: {source: keras, name: mnist}",
+        "data: {source: keras, name: mnist}\naugmentation:\n  layers:\n"
+        "    - {type: random_crop, height: 32, width: 20}",
+        "17: augmentation.layers[0].width: 20 is smaller than the image width 28; it is the "
+        "padded size a random 28-pixel window is cut from (e.g. 36 for 4 pixels of padding)"),
     "python tag": (
         "  name: mnist_cnn", "  name: !!python/object/apply:os.system ['touch pwned']",
         "3: model.name: YAML tag '!!python/object/apply:os.system' is not allowed: configs are "

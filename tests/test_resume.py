@@ -5,6 +5,7 @@ disk keeps the previous checkpoint."""
 import errno
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -257,3 +258,44 @@ def test_the_epoch_end_backup_holds_that_epochs_history_and_callback_memory(conf
     for name in ("early_stopping", "reduce_lr"):
         assert state["callbacks"][name]["best"] == pytest.approx(min(losses))
         assert state["callbacks"][name]["wait"] == (0 if losses[1] < losses[0] else 1)
+
+
+def console_script() -> Path:
+    """The installed `cnnctl` executable of this environment (what users run)."""
+    script = Path(sys.executable).parent / "cnnctl"
+    if not script.is_file():
+        pytest.skip(f"no installed cnnctl script beside {sys.executable}")
+    return script
+
+
+@pytest.mark.slow
+def test_the_printed_resume_command_resumes_a_run_started_with_set(config, tmp_path):
+    run = tmp_path / "run dir"  # a space: the printed command must quote it
+    overrides = ["--set", "train.epochs=2", "--set", "data.max_train_samples=1024"]
+    script = console_script()
+    proc = subprocess.Popen([str(script), "train", str(config), *overrides, "--run-dir", str(run)],
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(run, proc, lambda s: s["global_step"] >= 4)
+    proc.send_signal(signal.SIGINT)
+    rc, out, err = finish(proc)
+    assert rc == 128 + signal.SIGINT, err
+    assert "Traceback" not in err
+    printed = err.strip().splitlines()[-1].split("Resume with: ", 1)[1]
+    assert printed == f"cnnctl train '{run / 'config.yaml'}' --resume '{run}'"
+    command = shlex.split(printed)
+    assert command[0] == "cnnctl"
+    rc, out, err = finish(subprocess.Popen([str(script), *command[1:]], text=True,
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    assert rc == 0, err
+    assert f"resuming {run} at epoch" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2
+    # the run is finished now: resuming it again is refused, and nothing in it changes
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    rc, out, err = finish(subprocess.Popen([str(script), *command[1:]], text=True,
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    assert rc == 2
+    assert err == (f"{run}: the run is finished (metrics.json is written); there is nothing to "
+                   f"resume: `cnnctl eval {run}` scores it, and without --resume `cnnctl train` "
+                   "starts a new run\n")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
