@@ -50,12 +50,15 @@ def is_png_of(path: Path, command: str) -> bool:
 
 
 def is_report(path: Path) -> bool:
-    """An HTML page written by `cnnctl report`."""
+    """An HTML page written by `cnnctl report` (pages of cnnctl 0.1.0 before the generator tag
+    are known by their title)."""
     try:
         with open(path, "rb") as f:
-            return REPORT_GENERATOR.encode() in f.read(4096)
+            head = f.read(4096)
     except OSError:
         return False
+    return REPORT_GENERATOR.encode() in head or (
+        head.startswith(b"<!DOCTYPE html>") and b"<title>cnnctl run " in head)
 
 
 def is_eval_json(path: Path) -> bool:

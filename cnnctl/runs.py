@@ -112,7 +112,10 @@ def write_config(path: Path, config: config_lib.Config) -> None:
 
 
 def write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    """`data` as indented JSON, renamed into place once complete."""
+    from cnnctl import outputs
+
+    outputs.write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def environment() -> dict:

@@ -102,3 +102,20 @@ def cifar_folders(tmp_path_factory):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(tar.extractfile(member).read())
     return root
+
+
+def write_colour_npz(path: Path, train: int, test: int) -> Path:
+    """An .npz of 16x16 RGB noise whose class (0, 1, 2) is the channel made brighter."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def images(n):
+        y = np.arange(n) % 3
+        x = rng.integers(0, 120, (n, 16, 16, 3))
+        x[np.arange(n), :, :, y] += 120
+        return x.astype(np.uint8), y
+
+    (x, y), (xt, yt) = images(train), images(test)
+    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
+    return path

@@ -14,6 +14,7 @@ from cnnctl import export
 from cnnctl import train as train_lib
 from cnnctl.cli import app
 from cnnctl.errors import CnnctlError
+from conftest import write_colour_npz
 
 CONFIG = """
 model:
@@ -36,16 +37,7 @@ train: {epochs: 2, batch_size: 32, seed: 0, tensorboard: false}
 def run(tmp_path_factory) -> Path:
     """A model whose classes are the dominant colour channel of noisy images."""
     root = tmp_path_factory.mktemp("export")
-    rng = np.random.default_rng(0)
-
-    def images(n):
-        y = np.arange(n) % 3
-        x = rng.integers(0, 120, (n, 16, 16, 3))
-        x[np.arange(n), :, :, y] += 120
-        return x.astype(np.uint8), y
-
-    (x, y), (xt, yt) = images(384), images(96)
-    np.savez(root / "colours.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    write_colour_npz(root / "colours.npz", 384, 96)
     config = root / "exported.yaml"
     config.write_text(CONFIG.replace("DATA", str(root / "colours.npz")))
     result = train_lib.train(config_lib.load(config), root / "run", verbose=0)

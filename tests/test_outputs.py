@@ -19,6 +19,7 @@ from cnnctl import outputs
 from cnnctl import train as train_lib
 from cnnctl.cli import app
 from cnnctl.errors import CnnctlError
+from conftest import write_colour_npz
 
 CONFIG = """
 model:
@@ -39,16 +40,8 @@ train: {epochs: 1, batch_size: 32, seed: 0, tensorboard: false}
 def run(tmp_path_factory) -> Path:
     """A finished run of a tiny model on coloured noise (classes: the brightest channel)."""
     root = tmp_path_factory.mktemp("outputs")
-    rng = np.random.default_rng(0)
-
-    def images(n):
-        y = np.arange(n) % 3
-        x = rng.integers(0, 120, (n, 16, 16, 3))
-        x[np.arange(n), :, :, y] += 120
-        return x.astype(np.uint8), y
-
-    (x, y), (xt, yt) = images(128), images(48)
-    np.savez(root / "colours.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    write_colour_npz(root / "colours.npz", 128, 48)
+    xt = np.load(root / "colours.npz")["x_test"]
     config = root / "guarded.yaml"
     config.write_text(CONFIG.replace("DATA", str(root / "colours.npz")))
     train_lib.train(config_lib.load(config), root / "run", verbose=0)
