@@ -5,6 +5,11 @@ epoch and step it was taken at, the random-generator states Keras does not save,
 of the callbacks that carry memory across epochs. Both are written to a temporary file and
 renamed into place, the state file last, so the newest state file always names a complete
 model file. The two newest backups are kept: if the newest is corrupt, the one before is used.
+They are removed when the run finishes (`prune_finished`), unless `run.keep` lists `backup`.
+
+best.keras and last.keras hold the model and its weights, not the optimizer state (unless
+`run.keep` lists `optimizer_state`): that is what `cnnctl eval`, `predict` and `export` need, a
+third of the size with adam, and resuming uses the backup anyway.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ import os
 import signal
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 
+from cnnctl import runs
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError
 
-BACKUP_DIR = "backup"
+BACKUP_DIR = runs.BACKUP
 KEEP = 2
 
 
@@ -30,12 +38,22 @@ class CheckpointWriteError(CnnctlError):
     """A checkpoint or backup could not be written (e.g. the disk is full)."""
 
 
-def atomic_save(model: keras.Model, path: Path) -> None:
-    """model.save(path), through a temporary file renamed into place."""
+def atomic_save(model: keras.Model, path: Path, optimizer_state: bool = True) -> None:
+    """model.save(path), through a temporary file renamed into place.
+
+    Args:
+        model: the model to save.
+        path: the .keras file to write.
+        optimizer_state: False saves the model as an uncompiled one, without its optimizer.
+
+    Raises:
+        CheckpointWriteError: the file could not be written (the previous one is kept).
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
     try:
-        model.save(tmp)
+        with contextlib.nullcontext() if optimizer_state else _uncompiled(model):
+            model.save(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -49,6 +67,29 @@ def atomic_save(model: keras.Model, path: Path) -> None:
             f"the previous {path.name} (if any) is kept. "
             + ("Free some space, then resume the run." if full else "Check the folder, then resume.")
         ) from None
+
+
+@contextlib.contextmanager
+def _uncompiled(model: keras.Model):
+    """`model` looks uncompiled while saving, so the .keras file holds no optimizer state and no
+    compile config (keras.saving.load_model gives back an uncompiled model). Keras 3 has no
+    option for it: `include_optimizer` is read for legacy .h5 files only (keras/src/saving/
+    saving_api.py, Keras 3.15), and a .keras file saves whatever `model.optimizer` holds."""
+    optimizer, compiled = model.optimizer, model.compiled
+    model.optimizer, model.compiled = None, False
+    try:
+        yield
+    finally:
+        model.optimizer, model.compiled = optimizer, compiled
+
+
+def load_weights(model: keras.Model, path: Path) -> None:
+    """The weights of a .keras checkpoint into a compiled model, whether or not the file holds
+    optimizer state; where it holds none, the model's optimizer keeps its own."""
+    with warnings.catch_warnings():
+        # Keras warns that the optimizer's variables are skipped: on purpose (see atomic_save)
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -100,15 +141,23 @@ class NanGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def monitor_mode(monitor: str) -> str:
+    """"max" for a metric that grows as the model gets better (accuracy, AUC, precision,
+    recall), "min" for the others (losses)."""
+    return "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall")) else "min"
+
+
 class Checkpoints(keras.callbacks.Callback):
-    """best.keras (by `monitor`) and last.keras, each written atomically at every epoch end."""
+    """best.keras (by `monitor`) and last.keras, each written atomically at every epoch end,
+    with the optimizer state only if `optimizer_state`."""
 
     def __init__(self, folder: Path, monitor: str, guard: NanGuard, best: float | None = None,
-                 weights=contextlib.nullcontext):
+                 weights=contextlib.nullcontext, optimizer_state: bool = False):
         super().__init__()
         self.folder, self.monitor, self.guard = Path(folder), monitor, guard
         self.weights = weights  # () -> context in which the model holds the weights to save
-        self.mode = "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall")) else "min"
+        self.optimizer_state = optimizer_state
+        self.mode = monitor_mode(monitor)
         self.best = best
 
     def improved(self, value: float) -> bool:
@@ -121,10 +170,10 @@ class Checkpoints(keras.callbacks.Callback):
             return
         value = (logs or {}).get(self.monitor)
         with self.weights():
-            atomic_save(self.model, self.folder / "last.keras")
+            atomic_save(self.model, self.folder / runs.LAST, self.optimizer_state)
             if value is not None and math.isfinite(float(value)) and self.improved(float(value)):
                 self.best = float(value)
-                atomic_save(self.model, self.folder / "best.keras")
+                atomic_save(self.model, self.folder / runs.BEST, self.optimizer_state)
 
 
 class AveragedWeights(keras.callbacks.SwapEMAWeights):
@@ -166,7 +215,11 @@ def _interrupted(model) -> bool:
 
 
 class Backups(keras.callbacks.Callback):
-    """Full training state at every epoch end and, if asked, every `every_steps` steps."""
+    """Full training state at every epoch end and, if asked, every `every_steps` steps.
+
+    A NaN or infinite loss (`guard`) is recorded in RUN/failed.json, so `cnnctl runs` tells the
+    run from one that can simply be resumed; the next backup (of a resumed run) removes it.
+    """
 
     def __init__(self, run_dir: Path, guard: NanGuard, every_steps: int | None,
                  steps_per_epoch: int, extra_state, start_epoch: int = 0, start_step: int = 0):
@@ -189,6 +242,12 @@ class Backups(keras.callbacks.Callback):
         if self.every and not self.guard.failed and step % self.every == 0 and step < self.spe:
             self.save(self.epoch, step)
 
+    def on_train_end(self, logs=None):
+        if self.guard.failed:
+            epoch, batch = self.guard.failed
+            atomic_write_text(self.dir.parent / runs.FAILED, json.dumps(
+                {"reason": "nan_loss", "epoch": epoch + 1, "step": batch + 1}, indent=1) + "\n")
+
     def save(self, epoch: int, step: int) -> Path:
         """Write a backup from which training resumes at (epoch, step)."""
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +263,25 @@ class Backups(keras.callbacks.Callback):
             old.unlink(missing_ok=True)
             if old_model.name != model_file.name:
                 old_model.unlink(missing_ok=True)
+        (self.dir.parent / runs.FAILED).unlink(missing_ok=True)  # training went on past it
         return model_file
+
+
+def prune_finished(run_dir: Path, keep: list[str]) -> None:
+    """What a finished run keeps (`run.keep`): remove backup/ unless `keep` lists "backup", and
+    checkpoints/last.keras unless it lists "last" (only beside a best.keras). Only files that
+    cnnctl writes there are removed, so a file of the user's in backup/ keeps the folder."""
+    run_dir = Path(run_dir)
+    if "backup" not in keep:
+        folder = run_dir / BACKUP_DIR
+        for pattern in ("ckpt-*.keras", "state-*.json", ".ckpt-*.tmp-*.keras", ".state-*.tmp-*"):
+            for file in folder.glob(pattern):
+                file.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # missing, or not empty
+            folder.rmdir()
+    best, last = run_dir / runs.CHECKPOINTS / runs.BEST, run_dir / runs.CHECKPOINTS / runs.LAST
+    if "last" not in keep and best.is_file():
+        last.unlink(missing_ok=True)
 
 
 class Signalled(BaseException):
@@ -224,6 +301,7 @@ class SignalStop(keras.callbacks.Callback):
         super().__init__()
         self.backups, self.at_once = backups, at_once
         self.received: int | None = None
+        self.stopped_at: tuple[int, int] | None = None  # (epoch, steps done in it)
         self.previous = {}
 
     def _handler(self, signum, frame):
@@ -245,8 +323,9 @@ class SignalStop(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.received is not None and not self.model.stop_training:
             self.model._cnnctl_interrupted = True
+            self.stopped_at = (self.backups.epoch, self.backups.offset + batch + 1)
             if not self.backups.guard.failed:
-                self.backups.save(self.backups.epoch, self.backups.offset + batch + 1)
+                self.backups.save(*self.stopped_at)
             self.model.stop_training = True
 
 

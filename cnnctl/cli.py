@@ -19,11 +19,45 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: no `<bool>` type column, lines wrapped at words
 )
 
-ConfigArg = Annotated[Path, typer.Argument(help="A cnnctl YAML config file.", show_default=False)]
+ConfigArg = Annotated[Path, typer.Argument(help="A cnnctl YAML config file.", show_default=False, metavar="CONFIG")]
 SetOption = Annotated[Optional[list[str]], typer.Option(
-    "--set", help="Override a config value: path.to.key=value (repeatable).", show_default=False)]
+    "--set", metavar='KEY=VALUE', help="Override a config value: path.to.key=value (repeatable).", show_default=False)]
+
+
+class SetCommand(typer.core.TyperCommand):
+    """A command with `--set`: `--set train.epochs 1` (a space for the `=`) is answered with how
+    to write it instead of "unexpected extra argument"; other extra arguments are refused as
+    before."""
+
+    allow_extra_args = True  # seen here, with the command line they came from
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        given = list(args)
+        rest = super().parse_args(ctx, args)
+        if ctx.args:
+            hint = _set_without_equals(given)
+            if hint:
+                print(hint, file=sys.stderr)
+                raise typer.Exit(2)
+            ctx.fail(f"Got unexpected extra argument(s) ({' '.join(ctx.args)})")
+        return rest
+
+
+def _set_without_equals(args: list[str]) -> str | None:
+    """`--set KEY VALUE: write --set KEY=VALUE` for the first `--set KEY VALUE` in `args`."""
+    for i, arg in enumerate(args):
+        if arg == "--set":
+            key, value = args[i + 1: i + 2], args[i + 2: i + 3]
+        elif arg.startswith("--set="):
+            key, value = [arg.removeprefix("--set=")], args[i + 1: i + 2]
+        else:
+            continue
+        if key and value and "=" not in key[0] and not value[0].startswith("-"):
+            return f"--set {key[0]} {value[0]}: write --set {key[0]}={value[0]}"
+    return None
 
 
 def user_errors(command):
@@ -43,7 +77,7 @@ def user_errors(command):
     return wrapper
 
 
-@app.command()
+@app.command(cls=SetCommand)
 @user_errors
 def check(
     config: ConfigArg,
@@ -63,22 +97,22 @@ def check(
         print(summary.format_table(info))
 
 
-@app.command()
+@app.command(cls=SetCommand)
 @user_errors
 def train(
     config: ConfigArg,
     set_: SetOption = None,
     run_dir: Annotated[Optional[Path], typer.Option(
-        "--run-dir", help="Write the run here instead of runs/<config name>/<timestamp>/.")] = None,
+        "--run-dir", metavar='DIR', help="Write the run here instead of runs/<config name>/<timestamp>/.")] = None,
     resume: Annotated[Optional[Path], typer.Option(
-        "--resume", help="Continue this interrupted run from its newest backup.")] = None,
+        "--resume", metavar='RUN', help="Continue this interrupted run from its newest backup.")] = None,
     new: Annotated[bool, typer.Option(
         "--new", help="Start a new run even if an unfinished run of the same config exists.")] = False,
     workers: Annotated[Optional[str], typer.Option(
-        "--workers", help="train.distribute: multi_worker: every worker's host:port, "
+        "--workers", metavar='HOST:PORT,...', help="train.distribute: multi_worker: every worker's host:port, "
         "comma-separated, the same list on every machine (sets TF_CONFIG).")] = None,
     worker_index: Annotated[Optional[int], typer.Option(
-        "--worker-index", help="This machine's place in --workers (0: the chief, which writes the run).")] = None,
+        "--worker-index", metavar='I', help="This machine's place in --workers (0: the chief, which writes the run).")] = None,
 ) -> None:
     """Train the model of a config; writes a run directory with checkpoints and results.
 
@@ -98,11 +132,20 @@ def train(
         if resume is not None:
             print(f"found an unfinished run of this config: {resume} (pass --new to start afresh)")
     result = train_lib.train(loaded, run_dir, resume=resume)
-    test = result["metrics"].get("test") or result["metrics"].get("val") or {}
-    acc = f"test accuracy {test['accuracy']:.4f}, " if "accuracy" in test else ""
+    metrics = result["metrics"]
+    split = "test" if "test" in metrics else "val"
+    figures = metrics.get(split) or {}
+    checkpoint = Path(metrics.get("best_checkpoint", "")).name
+    acc = (f"{split} accuracy {figures['accuracy']:.4f} ({runs.CHECKPOINTS}/{checkpoint}), "
+           if "accuracy" in figures else "")
     where = (f"run: {result['run_dir']}" if result["run_dir"] is not None else
              f"{result['task']} done (the chief wrote the run)")
     print(f"{acc}{result['epochs']} epoch(s) in {result['seconds']:.1f} s, {where}")
+    if result["run_dir"] is not None:
+        import shlex
+
+        run = shlex.quote(str(result["run_dir"]))
+        print(f"next: cnnctl eval {run}  |  cnnctl report {run}  |  cnnctl predict {run} IMAGE")
 
 
 def _set_cluster(loaded, workers: str | None, index: int | None) -> None:
@@ -126,16 +169,17 @@ def _set_cluster(loaded, workers: str | None, index: int | None) -> None:
 @app.command("eval")
 @user_errors
 def eval_(
-    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False)],
-    split: Annotated[str, typer.Option(help="Which split of the run's data: train, val or test.")] = "test",
+    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False, metavar="RUN")],
+    split: Annotated[str, typer.Option(help="Which split of the run's data: train, val or test.", metavar="SPLIT")] = "test",
     data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Evaluate on this folder of class subfolders instead.")] = None,
+        "--data", metavar='DIR', help="Evaluate on this folder of class subfolders instead.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     tta: Annotated[Optional[str], typer.Option(
-        "--tta", help="Test-time augmentation: none or flip (default: the run's "
+        "--tta", metavar='none|flip', help="Test-time augmentation: none or flip (default: the run's "
         "train.test_time_augmentation).")] = None,
 ) -> None:
     """Accuracy, loss, per-class precision/recall/F1 and confusion matrix of a checkpoint."""
+    path = _run_of(path)
     from cnnctl import evaluate
 
     report, class_names, written = evaluate.run(path, split=split, data_dir=data, tta=tta)
@@ -149,15 +193,16 @@ def eval_(
 @app.command()
 @user_errors
 def predict(
-    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False)],
-    images: Annotated[list[str], typer.Argument(help="Image files, folders or globs.", show_default=False)],
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Classes shown per image.")] = 3,
+    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False, metavar="RUN")],
+    images: Annotated[list[str], typer.Argument(help="Image files, folders or globs.", show_default=False, metavar="IMAGE...")],
+    top_k: Annotated[int, typer.Option("--top-k", min=1, metavar="K", help="Classes shown per image.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
     plot: Annotated[Optional[Path], typer.Option(
-        "--plot", help="Draw each image beside its class probabilities into this PNG.")] = None,
+        "--plot", metavar='FILE', help="Draw each image beside its class probabilities into this PNG.")] = None,
 ) -> None:
     """Top-k classes of images, preprocessed exactly as in training."""
+    path = _run_of(path)
     from cnnctl import predict as predict_lib
 
     results = predict_lib.run(path, images, top_k=top_k, plot=plot)
@@ -169,20 +214,24 @@ def predict(
         print(predict_lib.format_table(results))
     if plot:
         print(f"written: {plot}", file=sys.stderr)
+    if not any("top" in r for r in results):
+        raise CnnctlError(f"none of the {len(results)} input(s) could be classified (see the "
+                          "errors above); give image files, folders of images or globs")
 
 
 @app.command()
 @user_errors
 def explain(
-    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False)],
-    images: Annotated[list[str], typer.Argument(help="Image files, folders or globs.", show_default=False)],
-    method: Annotated[str, typer.Option("--method", help="gradcam (any conv network) or cam "
+    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False, metavar="RUN")],
+    images: Annotated[list[str], typer.Argument(help="Image files, folders or globs.", show_default=False, metavar="IMAGE...")],
+    method: Annotated[str, typer.Option("--method", metavar='METHOD', help="gradcam (any conv network) or cam "
                                         "(networks ending in global average pooling and one dense layer).")] = "gradcam",
     layer: Annotated[Optional[str], typer.Option(
-        "--layer", help="The layer whose feature maps are weighed (default: the last one).")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs.")] = Path("explain"),
+        "--layer", metavar='NAME', help="The layer whose feature maps are weighed (default: the last one).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs.", metavar="DIR")] = Path("explain"),
 ) -> None:
     """Class-activation heat maps: each image, its heat map and the overlay, with the class."""
+    path = _run_of(path)
     from cnnctl import explain as explain_lib
 
     for r in explain_lib.run(path, images, method=method, layer=layer, out=out):
@@ -195,17 +244,18 @@ def explain(
 @app.command("export")
 @user_errors
 def export_(
-    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", help="savedmodel, onnx or tflite.")],
-    out: Annotated[Path, typer.Option("--out", help="The file (a folder for savedmodel).")],
+    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False, metavar="RUN")],
+    fmt: Annotated[str, typer.Option("--format", help="savedmodel, onnx or tflite.", metavar="FORMAT")],
+    out: Annotated[Path, typer.Option("--out", help="The file (a folder for savedmodel).", metavar="PATH")],
     quantize: Annotated[Optional[str], typer.Option(
-        "--quantize", help="tflite only: float16 or int8 (calibrated on the test images).")] = None,
-    images: Annotated[int, typer.Option("--images", min=1, help="Test images of the parity check.")] = 64,
+        "--quantize", metavar='float16|int8', help="tflite only: float16 or int8 (calibrated on the test images).")] = None,
+    images: Annotated[int, typer.Option("--images", min=1, metavar="N", help="Test images of the parity check.")] = 64,
     force: Annotated[bool, typer.Option(
         "--force", help="Replace a previous export of the same format at --out (nothing else).")] = False,
 ) -> None:
     """Export with Keras's exporters (preprocessing included: raw 0-255 images in), then check
     the exported model against the Keras one with its own runtime."""
+    path = _run_of(path)
     from cnnctl import export as export_lib
 
     written, check = export_lib.run(path, fmt, out, quantize=quantize, images=images, force=force)
@@ -218,12 +268,13 @@ def export_(
 @app.command()
 @user_errors
 def visualize(
-    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False)],
+    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False, metavar="RUN")],
     image: Annotated[Optional[str], typer.Option(
-        "--image", help="Draw the feature maps of each conv layer for this image.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs.")] = Path("visualize"),
+        "--image", metavar='IMAGE', help="Draw the feature maps of each conv layer for this image.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs.", metavar="DIR")] = Path("visualize"),
 ) -> None:
     """First-layer filters, feature maps of one image, the model diagram."""
+    path = _run_of(path)
     from cnnctl import visualize as visualize_lib
 
     written, notes = visualize_lib.run(path, image, out)
@@ -236,22 +287,57 @@ def visualize(
 @app.command()
 @user_errors
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False)],
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False, metavar="RUN")],
     out: Annotated[Optional[Path], typer.Option(
-        "--out", help="The HTML file (default RUN_DIR/report.html).")] = None,
+        "--out", metavar="FILE", help="The HTML file (default RUN_DIR/report.html).")] = None,
+    limit: Annotated[Optional[int], typer.Option(
+        "--limit", metavar="N", min=1, help="Use only the first N test images for the per-class "
+        "table, confusion matrix and mistakes (default: the whole test split).")] = None,
 ) -> None:
     """One self-contained HTML page of a run: metrics, curves, confusion matrix, mistakes, maps."""
+    run_dir = _run_of(run_dir)
     from cnnctl import report as report_lib
 
-    print(f"written: {report_lib.run(run_dir, out)}")
+    print(f"written: {report_lib.run(run_dir, out, limit=limit)}")
+
+
+def _run_of(path: Path) -> Path:
+    """The run a command opens for PATH: a config's runs folder (runs/quickstart) stands for its
+    newest finished run, which is named on stderr."""
+    from cnnctl import runs
+
+    chosen, picked = runs.resolve(path)
+    if picked:
+        print(f"using the newest finished run: {chosen}", file=sys.stderr)
+    return chosen
+
+
+@app.command("runs")
+@user_errors
+def runs_(
+    folder: Annotated[Path, typer.Argument(
+        help="A folder of runs, searched recursively (a run is a folder with a config.yaml).",
+        metavar="DIR")] = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """The runs under DIR: date, model, epochs done/planned, test accuracy, state, size on disk."""
+    from cnnctl import runs
+
+    described = [runs.describe(run) for run in runs.find_runs(folder)]
+    if as_json:
+        print(json.dumps(described, indent=2))
+    elif not described:
+        print(f"no runs under {folder}")
+    else:
+        print(runs.format_table(described))
 
 
 data_app = typer.Typer(help="Look at the data set of a config before training.",
-                       no_args_is_help=True)
+                       no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 
-@data_app.command("check")
+@data_app.command("check", cls=SetCommand)
 @user_errors
 def data_check(
     config: ConfigArg,
@@ -262,9 +348,9 @@ def data_check(
     from cnnctl import config as config_lib
 
     loaded = config_lib.load(config, set_)
-    from cnnctl import datacheck
+    from cnnctl import datacheck, logs
 
-    report = datacheck.check(loaded)
+    report = datacheck.check(loaded, progress=logs.FileCheckProgress(sys.stderr))
     if as_json:
         print(json.dumps(report, indent=2))
     else:
@@ -316,4 +402,14 @@ def run() -> None:
     backend = backend_for(sys.argv, os.environ)
     if backend is not None:
         os.environ["KERAS_BACKEND"] = backend
-    app(prog_name="cnnctl")
+    try:
+        app(prog_name="cnnctl")
+    except SystemExit as e:
+        if isinstance(e.code, int) and e.code >= 128 and sys.argv[1:2] == ["train"]:
+            # Interrupted by a signal, after the backup and the message: the interpreter's
+            # teardown of TensorFlow would keep the user waiting (5 s after a full CIFAR-10
+            # epoch was cut short, measured) for nothing; every file is written and closed.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(e.code)
+        raise

@@ -15,7 +15,7 @@ from pydantic import (BeforeValidator, Field, NonNegativeFloat, NonNegativeInt, 
 
 from cnnctl import yaml_source
 from cnnctl.errors import CnnctlError, ConfigError, ConfigIssue
-from cnnctl.layer_specs import LAYER_SPECS, NAME_PATTERN, LayerSpec, Strict
+from cnnctl.layer_specs import KERAS_LAYER_NAMES, LAYER_SPECS, NAME_PATTERN, LayerSpec, Strict
 
 
 # --------------------------------------------------------------------------- model
@@ -156,7 +156,8 @@ class Schedule(Strict):
 
 
 class OptimizerConfig(Strict):
-    name: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="Keras optimizer.")
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = Field(
+        "adam", description="Keras optimizer; `optimizer: NAME` is short for `optimizer: {name: NAME}`.")
     learning_rate: PositiveFloat = Field(0.001, description="Peak learning rate.")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd, rmsprop.")
     nesterov: bool = Field(False, description="sgd: Nesterov momentum.")
@@ -172,6 +173,11 @@ class OptimizerConfig(Strict):
         None, gt=0.0, lt=1.0, description="Keep an exponential moving average of the weights "
         "with this momentum (e.g. 0.999): validation, best.keras and last.keras use the "
         "averaged weights, training continues from the raw ones.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
 
 
 class LossConfig(Strict):
@@ -250,6 +256,12 @@ class RunConfig(Strict):
     dir: str = Field("runs", description="Runs are written to DIR/<config name>/<timestamp>/.")
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = Field(
         None, description="Default: the config file's name.")
+    keep: list[Literal["last", "backup", "optimizer_state"]] = Field(
+        ["last"], description="What a finished run keeps besides checkpoints/best.keras (the "
+        "model and its weights): last (checkpoints/last.keras), backup (backup/, the full "
+        "training state, otherwise removed when the run finishes; an unfinished run always keeps "
+        "it), optimizer_state (the optimizer's state inside best.keras and last.keras too, to "
+        "continue training from them; it triples their size with adam).")
 
 
 class Config(Strict):
@@ -269,9 +281,12 @@ class Config(Strict):
 class LoadedConfig:
     """A validated config with the YAML source it came from (for error locations)."""
 
-    def __init__(self, config: Config, source: yaml_source.Source):
+    def __init__(self, config: Config, source: yaml_source.Source, text: str | None = None,
+                 overrides: list[str] | None = None):
         self.config = config
         self.source = source
+        self.text = text  # the file as the user wrote it
+        self.overrides = list(overrides or [])  # the `--set` items applied to it
 
     @property
     def file(self) -> str:
@@ -288,13 +303,35 @@ class LoadedConfig:
         return ConfigError([self.source.issue(path, message)])
 
 
-def did_you_mean(word: Any, choices) -> str:
-    """` (did you mean 'x'?)` for the closest choice, or "" when nothing is close."""
+def did_you_mean(word: Any, choices, aliases: dict[str, str] | None = None) -> str:
+    """` (did you mean 'x'?)` for the closest choice, or "" when nothing is close.
+
+    Case, `_` and `-` do not count, so the Keras spellings of a name find it (`Relu` and
+    `ReLU` relu, `SGD` sgd, `CategoricalCrossentropy` categorical_crossentropy, `HeNormal`
+    he_normal).
+
+    Args:
+        word: what the user wrote.
+        choices: the names that are allowed.
+        aliases: other names of a choice, e.g. Keras class names (`MaxPooling2D`) of layer types.
+
+    Returns:
+        The suggestion with a leading space, or "".
+    """
     choices = [str(c) for c in choices]
-    match = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    text = str(word)
+    folded = {_fold(c): c for c in choices}
+    folded.update({_fold(alias): c for alias, c in (aliases or {}).items() if _fold(alias) not in folded})
+    match = [folded[_fold(text)]] if _fold(text) in folded else []
+    lower = {c.lower(): c for c in choices}
+    match = match or [lower[m] for m in difflib.get_close_matches(text.lower(), lower, n=1, cutoff=0.6)]
     # abbreviations: `lr` for learning_rate, `bs` for batch_size
-    match = match or [c for c in choices if "_" in c and "".join(p[0] for p in c.split("_")) == word]
+    match = match or [c for c in choices if "_" in c and "".join(p[0] for p in c.split("_")) == text.lower()]
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _fold(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> LoadedConfig:
@@ -317,7 +354,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> LoadedConfig:
                                              "`model:`, `data:`, `train:`, ...")])
     for item in overrides or []:
         _apply_override(source, item)
-    return LoadedConfig(validate(source, Config), source)
+    return LoadedConfig(validate(source, Config), source, text, overrides)
 
 
 def _apply_override(source: yaml_source.Source, item: str) -> None:
@@ -486,8 +523,9 @@ def _issue(source, schema, err, prefix, line_path) -> _Found:
         got = ""
     elif kind == "union_tag_invalid":
         tag = ctx.get("tag")
-        msg = (f"unknown layer type {tag!r}{did_you_mean(tag, LAYER_SPECS)}; layer types: "
-               f"{', '.join(LAYER_SPECS)} (or `block:` for a block of model.blocks)")
+        hint = did_you_mean(tag, LAYER_SPECS, aliases=KERAS_LAYER_NAMES)
+        msg = f"unknown layer type {tag!r}" + (hint or (  # the suggestion alone: the list is long
+            f"; layer types: {', '.join(LAYER_SPECS)} (or `block:` for a block of model.blocks)"))
         path, got = path + ("type",), ""
     elif kind == "union_tag_not_found" and not isinstance(value, dict):
         msg = f"a layer must be a mapping, e.g. {{type: dense, units: 10}} (got {got})"
@@ -515,6 +553,8 @@ def _issue(source, schema, err, prefix, line_path) -> _Found:
         msg = f"{_MESSAGES[kind].format(**ctx)} (got {got})"
     else:
         msg = f"{err['msg'][0].lower()}{err['msg'][1:]} (got {got})"
+    if isinstance(value, str) and yaml_source.TUPLE_TEXT.fullmatch(value):  # `kernel_size: (3, 3)`
+        msg, got, via_union = yaml_source.tuple_message(value[1:-1].split(",")), "", False
     full = tuple(prefix) + tuple(path)
     if any(full[:len(o)] == o for o in source.overridden):
         issue = ConfigIssue("--set", None, yaml_source.format_path(full), msg)
@@ -635,8 +675,8 @@ def _members(t) -> list:
 def json_schema() -> dict:
     """The JSON Schema of a config file, for editors (yaml-language-server)."""
     schema = Config.model_json_schema()
-    # `loss: NAME` and `metrics: [NAME]` are short for `{name: NAME}`
-    for name in ("LossConfig", "MetricConfig"):
+    # `optimizer: NAME`, `loss: NAME` and `metrics: [NAME]` are short for `{name: NAME}`
+    for name in ("OptimizerConfig", "LossConfig", "MetricConfig"):
         full = schema["$defs"][name]
         short = {"type": "string", "enum": full["properties"]["name"]["enum"]}
         schema["$defs"][name] = {"anyOf": [short, full]}

@@ -4,6 +4,7 @@ JAX and PyTorch backends), and the preprocessing and augmentation layers that go
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,19 @@ class Splits:
     counts: dict[str, int]  # images per split, 0 for a split that is absent or not asked for
     class_counts: dict[str, dict[str, int]]  # split -> class name -> images
     skipped: list[tuple[str, str]]  # (path, reason) of unreadable files left out
+    # split -> images the source holds before data.max_train_samples / max_test_samples
+    # (train: before the validation carve)
+    available: dict[str, int] = dataclasses.field(default_factory=dict)
+    # split -> the image file of each example, in pipeline order; None for in-memory data
+    files: dict[str, "list[str] | None"] = dataclasses.field(default_factory=dict)
     # train_from(epoch, step): the endless training stream from that point on. The order of each
     # epoch depends only on (train.seed, epoch), so a resumed run sees the batches it would have.
     train_from: "Callable[[int, int], Any] | None" = None
     steps_per_epoch: int = 0
 
 
-def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int = 1) -> Splits:
+def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int = 1,
+         progress: "Callable[[str, int, int], None] | None" = None) -> Splits:
     """Load the data set of `config.data` as batched pipelines for a model with `input_shape`.
 
     Args:
@@ -57,6 +64,8 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int =
             data_parallel` shards each batch over this many devices): each epoch leaves out
             fewer than `multiple` images, other ones every epoch; validation and test leave out
             their last ones (`.whole()` gives them all). In-memory data sets only.
+        progress: called as progress(split, files checked, files in all) while the image
+            files of a split are checked (and decoded), every few hundred files.
 
     Returns:
         Splits. `data.max_train_samples` / `max_test_samples` keep the first N examples
@@ -80,6 +89,7 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int =
         need.add("train")  # validation images must be kept out of train even when val isn't built
     class_names, parts = sources.SOURCES[data.source](data, need)
 
+    available = {name: len(part) for name, part in parts.items()}
     for name, limit in (("train", data.max_train_samples), ("test", data.max_test_samples)):
         if name in parts and limit:
             parts[name] = parts[name].take(slice(None, limit))
@@ -90,14 +100,15 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int =
     skipped: list[tuple[str, str]] = []
     before = {name: np.bincount(part.labels, minlength=len(class_names))
               for name, part in parts.items()}
-    parts = {name: _prepare(part, spec, skipped, data) for name, part in parts.items()
-             if name in splits}
+    parts = {name: _prepare(part, spec, skipped, data,
+                            None if progress is None else functools.partial(progress, name))
+             for name, part in parts.items() if name in splits}
     for name, part in parts.items():
         _check_readable(name, before[name], part, class_names, data, skipped)
     if label_mode == "binary" and len(class_names) != 2:
-        raise CnnctlError(f"loss: binary_crossentropy needs 2 classes but the data has "
-                          f"{len(class_names)}; use categorical_crossentropy or "
-                          "sparse_categorical_crossentropy")
+        raise ConfigValueError("loss", f"binary_crossentropy needs 2 classes but the data has "
+                               f"{len(class_names)}; use categorical_crossentropy or "
+                               "sparse_categorical_crossentropy")
 
     augment = []
     if config.augmentation.placement == "pipeline":
@@ -139,6 +150,9 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int =
                   test=pipelines.get("test"), class_names=list(class_names),
                   counts={name: len(parts[name]) if name in parts else 0 for name in SPLITS},
                   class_counts=class_counts, skipped=skipped, train_from=train_from,
+                  available={name: n for name, n in available.items() if name in parts},
+                  files={name: None if part.files is None or part.encoded
+                         else [str(f) for f in part.files] for name, part in parts.items()},
                   steps_per_epoch=arrays_steps(len(parts["train"]), config.train.batch_size,
                                                multiple) if "train" in parts else 0)
 
@@ -235,7 +249,8 @@ def _check_readable(split: str, before: np.ndarray, part: sources.Part, class_na
                           "replace them, or remove the class folder")
 
 
-def _prepare(part: sources.Part, spec: images.ImageSpec, skipped: list, data) -> sources.Part:
+def _prepare(part: sources.Part, spec: images.ImageSpec, skipped: list, data,
+             progress=None) -> sources.Part:
     """Bring a split to the model's shape: in-memory images resized, image files checked (the
     unreadable ones dropped) and, when `data.cache` and they fit in CACHE_BYTES, decoded into
     memory by that same check, so that each file is read and decoded once."""
@@ -244,7 +259,8 @@ def _prepare(part: sources.Part, spec: images.ImageSpec, skipped: list, data) ->
     if part.encoded:
         return part
     fits = data.cache and len(part) * int(np.prod(spec.shape)) <= CACHE_BYTES
-    checks = images.probe_all(part.files.tolist(), keep=spec if fits else None)
+    checks = images.probe_all(part.files.tolist(), keep=spec if fits else None,
+                              progress=progress)
     skipped.extend((str(f), c.reason) for f, c in zip(part.files, checks) if c.reason)
     readable = np.array([c.reason is None for c in checks], bool)
     checks = [c for c in checks if c.reason is None]

@@ -4,6 +4,7 @@ and split, image sizes and modes, files that cannot be read, and duplicates acro
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 
 import numpy as np
@@ -16,7 +17,7 @@ TOP_SIZES = 10  # image sizes listed per split, most common first
 _ARRAY_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
-def check(config) -> dict:
+def check(config, progress=None) -> dict:
     """Report on the data set of a config, split as training splits it.
 
     Every file of a folder source is decoded once (as training does before it starts) and
@@ -25,6 +26,8 @@ def check(config) -> dict:
 
     Args:
         config: a `cnnctl.config.LoadedConfig` (its file is named in the report) or `Config`.
+        progress: called as progress(split, files checked, files in all) while a split's image
+            files are read.
 
     Returns:
         {"config", "source", "class_names", "splits": {split: {"count", "classes", "sizes",
@@ -55,7 +58,9 @@ def check(config) -> dict:
               "duplicates": [], "warnings": []}
     seen: dict[str, list[tuple[str, str, str]]] = collections.defaultdict(list)
     for split, (part, origin, index) in splits.items():
-        summary, unreadable, hashes = _describe(part, origin, index, class_names)
+        summary, unreadable, hashes = _describe(
+            part, origin, index, class_names,
+            None if progress is None else functools.partial(progress, split))
         report["splits"][split] = summary
         report["unreadable"] += unreadable
         for name, label, digest in hashes:
@@ -85,7 +90,8 @@ def _training_splits(parts: dict, data, seed: int) -> dict:
                     positions[split].files) for split in SPLITS if split in positions}
 
 
-def _describe(part: sources.Part, origin: str, index: np.ndarray, class_names: list[str]):
+def _describe(part: sources.Part, origin: str, index: np.ndarray, class_names: list[str],
+              progress=None):
     """One split's summary, its unreadable files, and (name, label, sha256) of each image."""
     sizes, modes, formats = collections.Counter(), collections.Counter(), collections.Counter()
     unreadable, hashes, labels = [], [], []
@@ -106,7 +112,8 @@ def _describe(part: sources.Part, origin: str, index: np.ndarray, class_names: l
             names = [f"{origin}[{i}]" for i in index]
             digests = [hashlib.sha256(bytes(b)).hexdigest() for b in part.files]
         else:
-            checks = images.probe_all([str(f) for f in part.files], digest=True)
+            checks = images.probe_all([str(f) for f in part.files], digest=True,
+                                      progress=progress)
             names = [str(f) for f in part.files]
             digests = [c.sha256 for c in checks]
         for name, label, check, digest in zip(names, part.labels, checks, digests):

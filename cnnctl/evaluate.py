@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import zipfile
@@ -294,6 +295,12 @@ def _model_file(path: Path) -> Path:
     for name in (runs.BEST, runs.LAST):
         if (checkpoints / name).is_file():
             return checkpoints / name
+    if not runs.is_run(path) and not checkpoints.is_dir():
+        if any(runs.is_run(p) for p in path.iterdir() if p.is_dir()):
+            raise CnnctlError(f"{path}: a folder of runs, not a run; give one of its run "
+                              f"directories (`cnnctl runs {path}` lists them)")
+        raise CnnctlError(f"{path}: not a run directory (no {runs.CONFIG}, no {runs.CHECKPOINTS}/); "
+                          "pass a run directory written by `cnnctl train` or a .keras file")
     raise CnnctlError(f"no checkpoint in {checkpoints}: the run did not finish an epoch; train "
                       "again or pass a .keras file")
 
@@ -317,9 +324,34 @@ def _check_archive(path: Path) -> None:
                               "config.json; pass a .keras file saved by cnnctl or keras")
 
 
-def test_arrays(run_dir: Path, input_shape, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first `limit` test images (float32 0..255) and int labels of a run, read as its
-    config says (its own data.max_test_samples still applies).
+@dataclasses.dataclass
+class TestImages:
+    """Test images of a run, as its model sees them before its own preprocessing."""
+
+    __test__ = False  # not a pytest class
+
+    x: np.ndarray  # float32 [N, H, W, C], 0..255
+    y: np.ndarray  # int class indices [N]
+    files: "list[str] | None"  # the image file of each, when the data set has files
+    total: int  # images in the run's test split (max_test_samples applied); N <= total
+    held: int  # images the data set's test split holds (before max_test_samples)
+
+    def name(self, i: int) -> str:
+        """The image's file path, else `test image I` (its index in the test split)."""
+        return self.files[i] if self.files else f"test image {i}"
+
+    def described(self) -> str:
+        """`all 10,000 test images` or `2,000 of 10,000 test images`."""
+        n = len(self.y)
+        own = (f" (data.max_test_samples keeps {self.total:,} of the {self.held:,})"
+               if self.held > self.total else "")
+        return (f"all {n:,} test images{own}" if n == self.total
+                else f"{n:,} of {self.total:,} test images{own}")
+
+
+def test_arrays(run_dir: Path, input_shape, limit: int | None = None) -> TestImages:
+    """The test images (float32 0..255) and int labels of a run, read as its config says (its
+    own data.max_test_samples applies); `limit` keeps only the first ones.
 
     Raises:
         CnnctlError: the run has no test split.
@@ -328,9 +360,10 @@ def test_arrays(run_dir: Path, input_shape, limit: int) -> tuple[np.ndarray, np.
     from cnnctl import runs
 
     config = runs.load_config(run_dir).config
-    limit = min(config.data.max_test_samples or limit, limit)
+    own = config.data.max_test_samples
+    keep = min(x for x in (own, limit) if x) if (own or limit) else None
     config = config.model_copy(update={"data": config.data.model_copy(
-        update={"max_test_samples": limit})})
+        update={"max_test_samples": keep})})
     splits = data_lib.load(config, input_shape=tuple(input_shape), label_mode="int",
                            splits=("test",))
     if splits.test is None:
@@ -339,7 +372,11 @@ def test_arrays(run_dir: Path, input_shape, limit: int) -> tuple[np.ndarray, np.
     batches = ([splits.test[i] for i in range(len(splits.test))]
                if hasattr(splits.test, "__getitem__") else splits.test.as_numpy_iterator())
     xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in batches])
-    return np.concatenate(xs), np.concatenate(ys).reshape(-1).astype(int)
+    x, y = np.concatenate(xs), np.concatenate(ys).reshape(-1).astype(int)
+    held = splits.available.get("test", len(y))
+    # the whole split (less unreadable files) unless `limit` cut it
+    total = min(held, own or held) if limit is not None and len(y) >= limit else len(y)
+    return TestImages(x, y, splits.files.get("test"), total, held)
 
 
 def load_model(path: Path) -> keras.Model:

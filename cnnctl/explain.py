@@ -12,6 +12,7 @@ preprocessing, so that they describe the same computation as a prediction.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -164,7 +165,11 @@ def figure(image: np.ndarray, heat: np.ndarray, title: str):
         if i != 1:
             ax.imshow(shown, **kwargs)
         if i:
-            ax.imshow(big, cmap="jet", alpha=0.45 if i == 2 else 1.0, vmin=0, vmax=1)
+            drawn = ax.imshow(big, cmap="jet", alpha=0.45 if i == 2 else 1.0, vmin=0, vmax=1)
+        if i == 1:
+            bar = fig.colorbar(drawn, ax=ax, fraction=0.046, pad=0.03, ticks=[0, 0.5, 1])
+            bar.set_label("evidence for the class (1 = the image's most)", fontsize=8)
+            bar.ax.tick_params(labelsize=7)
         ax.set_title(caption, fontsize=9)
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
@@ -179,8 +184,9 @@ def run(path, inputs: list[str], *, method: str = "gradcam", layer: str | None =
         out: Path = Path("explain")) -> list[dict]:
     """`cnnctl explain`: one PNG per readable image in `out` (original, heat map, overlay),
     named after the image (`outputs.unique_stems`: images of the same name in different
-    folders get their folder names in front). `out` must be new, empty or hold only earlier
-    explain PNGs.
+    folders get their folder names in front) and what drew it: `0001.gradcam-LAYER.png` (so
+    maps of several layers sit side by side), `0001.cam.png`. `out` must be new, empty or hold
+    only earlier explain PNGs.
 
     Returns:
         Per input: {"path", "png", "class", "probability"} or {"path", "error"}.
@@ -213,8 +219,11 @@ def run(path, inputs: list[str], *, method: str = "gradcam", layer: str | None =
                           if status else "no image files given")
     if method == "gradcam":
         heat, probs = gradcam(model, pixels, layer)
+        target = conv_layer(model, layer).name
+        kind, suffix = f"Grad-CAM at layer {target}", "gradcam-" + re.sub(r"[^\w.-]", "_", target)
     else:
         heat, probs = cam(model, pixels)
+        kind, suffix = "CAM (the maps before global average pooling)", "cam"
     results, by_path = [], dict(zip(readable, zip(pixels, heat, probs)))
     stems = outputs.unique_stems(readable)
     for file, error in status:
@@ -223,8 +232,8 @@ def run(path, inputs: list[str], *, method: str = "gradcam", layer: str | None =
             continue
         image, h, p = by_path[file]
         top = int(np.argmax(p))
-        png = out / f"{stems[file]}.{method}.png"
-        title = f"{Path(file).name}: {names[top]} ({p[top]:.1%}), {method}"
+        png = out / f"{stems[file]}.{suffix}.png"
+        title = f"{Path(file).name}: {names[top]} ({p[top]:.1%}), {kind}"
         plots.save(figure(image, h, title), png, "explain")
         results.append({"path": file, "png": str(png), "class": names[top],
                         "probability": float(p[top])})

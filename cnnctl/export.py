@@ -176,7 +176,7 @@ def run(path, fmt: str, out: Path, *, quantize: str | None = None, images: int =
     model = evaluate.load_model(path)
     shape = tuple(model.input_shape[1:])
     if path.is_dir() and (path / runs.CONFIG).is_file():
-        samples = evaluate.test_arrays(path, shape, images)[0]
+        samples = evaluate.test_arrays(path, shape, images).x
     else:
         samples = np.random.default_rng(0).uniform(0, 255, (images, *shape)).astype(np.float32)
     written = export(model, fmt, Path(out), quantize, calibration=samples)

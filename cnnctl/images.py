@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import multiprocessing
 import errno
+import multiprocessing
 import hashlib
 import io
 import os
 import re
 import stat
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -244,20 +245,42 @@ def _os_reason(path: str, error: OSError) -> str:
 PROCESSES_FROM = 2000
 
 
-def probe_all(paths: list[str], digest: bool = False,
-              keep: ImageSpec | None = None) -> list[FileCheck]:
-    """`probe` for many files, in order; in worker processes when there are many."""
+# `probe_all` reports progress after this many files (or a chunk of a worker process).
+PROGRESS_EVERY = 500
+
+
+def probe_all(paths: list[str], digest: bool = False, keep: ImageSpec | None = None,
+              progress: Callable[[int, int], None] | None = None) -> list[FileCheck]:
+    """`probe` for many files, in order; in worker processes when there are many.
+
+    Args:
+        progress: called as progress(files checked, files in all) every few hundred files
+            and once at the end.
+    """
     workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                   else os.cpu_count() or 1, 16)
+    report = progress or (lambda done, total: None)
+    checks: list[FileCheck] = []
     if workers < 2 or len(paths) < PROCESSES_FROM:
-        return [probe(p, digest, keep) for p in paths]
-    chunk = -(-len(paths) // (workers * 8))
-    chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
-    # spawn, not fork: the parent may run TensorFlow's or JAX's threads
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return [check for checks in pool.map(_probe_chunk, chunks, [digest] * len(chunks),
-                                             [keep] * len(chunks)) for check in checks]
+        for i, p in enumerate(paths, 1):
+            checks.append(probe(p, digest, keep))
+            if i % PROGRESS_EVERY == 0 and i < len(paths):
+                report(i, len(paths))
+    else:
+        # chunks of at most PROGRESS_EVERY files, and at least 8 per worker to spread the load
+        chunk = min(-(-len(paths) // (workers * 8)), PROGRESS_EVERY)
+        chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+        # spawn, not fork: the parent may run TensorFlow's or JAX's threads
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            for done in pool.map(_probe_chunk, chunks, [digest] * len(chunks),
+                                 [keep] * len(chunks)):
+                checks += done
+                if len(checks) < len(paths):
+                    report(len(checks), len(paths))
+    if paths:
+        report(len(paths), len(paths))
+    return checks
 
 
 def _probe_chunk(paths: list[str], digest: bool, keep: ImageSpec | None) -> list[FileCheck]:

@@ -252,6 +252,25 @@ LAYER_SPECS: dict[str, type[LayerBase]] = {
 }
 
 
+# The Keras class names (and Keras's aliases of them) of the layers each type builds, so that
+# `type: MaxPooling2D` is answered with max_pool2d. Most spec classes carry a Keras name
+# already (Conv2D, MaxPool2D, Dense, ...); tests/test_model.py checks the map against Keras.
+KERAS_LAYER_NAMES: dict[str, str] = {
+    **{cls.__name__: tag for tag, cls in LAYER_SPECS.items() if cls is not ActivationLayer},
+    "Convolution2D": "conv2d",
+    "SeparableConvolution2D": "separable_conv2d",
+    "Convolution2DTranspose": "conv2d_transpose",
+    "MaxPooling2D": "max_pool2d",
+    "AveragePooling2D": "avg_pool2d",
+    "GlobalAveragePooling2D": "global_avg_pool2d",
+    "GlobalMaxPooling2D": "global_max_pool2d",
+    "BatchNormalization": "batch_norm",
+    "LayerNormalization": "layer_norm",
+    "Activation": "activation",
+    "LeakyReLU": "activation",
+}
+
+
 def _layer_tag(value: Any) -> str | None:
     if isinstance(value, dict):
         return "block" if "block" in value else value.get("type")

@@ -38,8 +38,12 @@ def build(loaded: config_lib.LoadedConfig) -> keras.Model:
     return build_with_info(loaded)[0]
 
 
-def build_with_info(loaded: config_lib.LoadedConfig) -> tuple[keras.Model, list[LayerInfo]]:
-    """Build the model and say, for each top-level layer, its YAML type and shapes."""
+def build_with_info(loaded: config_lib.LoadedConfig, *,
+                    pretrained: bool = True) -> tuple[keras.Model, list[LayerInfo]]:
+    """Build the model and say, for each top-level layer, its YAML type and shapes.
+
+    `pretrained=False` leaves a backbone's weights random (same layers and parameter counts):
+    enough to check a config, and needing no weights file or network."""
     cfg = loaded.config.model
     infos: list[LayerInfo] = []
     graph = graph_lib.expand(loaded)
@@ -48,7 +52,7 @@ def build_with_info(loaded: config_lib.LoadedConfig) -> tuple[keras.Model, list[
     stack: list[keras.layers.Layer] = []
     previous = graph_lib.INPUT
     if cfg.backbone is not None:
-        base = _backbone(loaded, cfg.input_shape)
+        base = _backbone(loaded, cfg.input_shape, pretrained)
         # model.layers follow the backbone: for them (and the blocks they use), `input` is its
         # output, whether named in `inputs` or implied as the first layer's input
         tensors[base.name] = tensors[graph_lib.INPUT] = base(inputs)
@@ -63,6 +67,8 @@ def build_with_info(loaded: config_lib.LoadedConfig) -> tuple[keras.Model, list[
         try:
             tensors[node.name] = layer(args if len(args) > 1 else args[0])
         except (ValueError, TypeError) as e:
+            if len(cfg.input_shape) == 2 and any(len(a.shape) == 3 for a in args):
+                raise _no_channels(loaded) from None  # Keras: "expected min_ndim=4, found ndim=3"
             shapes = ", ".join(str(tuple(a.shape[1:])) for a in args)
             raise ConfigError([loaded.source.issue(node.path, (
                 f"{node.spec.type} {node.name!r} cannot take input of shape {shapes}: "
@@ -99,6 +105,14 @@ def _check_window(loaded, node: graph_lib.Node, shape) -> None:
                 "smaller window, or fewer downsampling layers before it") + _block_note(node))])
 
 
+def _no_channels(loaded) -> ConfigError:
+    """`input_shape: [28, 28]`: the image layers need a channel axis."""
+    shape = list(loaded.config.model.input_shape)
+    return loaded.error_at("model.input_shape", (
+        f"images need a channel axis: {shape + [1]} for grayscale or {shape + [3]} for RGB "
+        f"(got {shape})"))
+
+
 def _block_note(node: graph_lib.Node) -> str:
     return f" [block used at {format_path(node.used_at)}]" if node.used_at else ""
 
@@ -107,8 +121,20 @@ def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def _backbone(loaded, input_shape) -> keras.Model:
-    """A keras.applications network without its top, with the weights the config asks for."""
+def download_failure(error: Exception) -> str:
+    """Why keras.utils.get_file could not download, in a few words: the innermost OS error of
+    its message ("... -- [Errno -2] Name or service not known"), else its first line."""
+    line = _first_line(error)
+    cause = re.search(r"\[Errno [^\]]*\]\s*(.+)$", line)
+    if cause:
+        return f"no network: {cause[1].strip()}" if "Name or service" in cause[1] or \
+            "resolution" in cause[1] else cause[1].strip()
+    return line if len(line) <= 120 else line[:117] + "..."
+
+
+def _backbone(loaded, input_shape, pretrained: bool = True) -> keras.Model:
+    """A keras.applications network without its top, with the weights the config asks for
+    (random ones when not `pretrained`)."""
     spec = loaded.config.model.backbone
     path = ("model", "backbone")
     apps = sorted(n for n in dir(keras.applications) if n[:1].isupper())
@@ -127,10 +153,14 @@ def _backbone(loaded, input_shape) -> keras.Model:
                 f"weights file {weights_file!r} not found; give a path to a weights file, "
                 "`imagenet` or null"))])
         weights = None
+    if not pretrained:
+        weights, weights_file = None, None
     try:
         base = app(include_top=False, weights=weights, input_shape=tuple(input_shape),
                    pooling=spec.pooling)
     except ValueError as e:
+        if len(input_shape) == 2:
+            raise _no_channels(loaded) from None
         raise ConfigError([loaded.source.issue(path, f"{spec.name}: {_first_line(e)}")]) from None
     except Exception as e:  # keras.utils.get_file raises a bare Exception when it cannot download
         url = re.search(r"https?://\S+?(?=:?\s|$)", str(e))
@@ -140,7 +170,7 @@ def _backbone(loaded, input_shape) -> keras.Model:
         fname = url.group(0).rsplit("/", 1)[-1]
         raise ConfigError([loaded.source.issue(path + ("weights",), (
             f"imagenet weights for {spec.name} are not in the Keras cache and could not be "
-            f"downloaded ({_first_line(e)[-80:]}); on a machine with network, download "
+            f"downloaded ({download_failure(e)}); on a machine with network, download "
             f"{url.group(0)} and put it at {os.path.join(folder, fname)}, or set weights: null"))]) from None
     if weights_file:
         try:

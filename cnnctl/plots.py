@@ -43,7 +43,11 @@ def save(fig, out: Path, command: str, dpi: int = 100) -> Path:
 # --- training curves -------------------------------------------------------------------------
 
 def _read_history(history_csv: Path) -> dict[str, list[float]]:
-    """Columns of a Keras CSVLogger file as float lists ("NA" and blanks become NaN)."""
+    """Columns of a history.csv as float lists ("NA" and blanks become NaN), epochs counted
+    from 1 whatever the file counts from (files of older runs count from 0); a column with no
+    value at all (e.g. a validation metric of a run without a validation split) is left out."""
+    from cnnctl import logs
+
     path = Path(history_csv)
     if not path.is_file():
         raise CnnctlError(f"no training history at {path}: train first, or pass a run "
@@ -60,19 +64,44 @@ def _read_history(history_csv: Path) -> dict[str, list[float]]:
         except (TypeError, ValueError):
             return math.nan
 
-    return {name: [number(row.get(name)) for row in rows] for name in rows[0]}
+    columns = {name: [number(row.get(name)) for row in rows] for name in rows[0]}
+    columns = {name: values for name, values in columns.items()
+               if name in ("epoch", "loss") or any(math.isfinite(v) for v in values)}
+    shift = 1 - logs.first_epoch(rows)
+    epochs = columns.get("epoch")
+    if epochs is None or not all(math.isfinite(e) for e in epochs):
+        columns["epoch"] = [float(i) for i in range(1, len(rows) + 1)]
+    else:
+        columns["epoch"] = [e + shift for e in epochs]
+    return columns
 
 
-def curves_figure(history_csv: Path):
-    """Build the loss and accuracy figure of a CSVLogger file (see `curves`)."""
+def best_epoch(history: dict[str, list[float]], monitor: str) -> tuple[int, str] | None:
+    """The epoch (counted from 1) whose `monitor` value picked best.keras, and the column it was
+    read from: `monitor` itself, or its training counterpart when the run had no validation
+    split (`val_loss` -> `loss`, as training does). None when neither column has a value."""
+    from cnnctl import checkpoints
+
+    for column in (monitor, monitor.removeprefix("val_")):
+        values = np.asarray(history.get(column, []), dtype=float)
+        if values.size and np.isfinite(values).any():
+            pick = np.nanargmax if checkpoints.monitor_mode(column) == "max" else np.nanargmin
+            return int(history["epoch"][int(pick(values))]), column
+    return None
+
+
+def curves_figure(history_csv: Path, monitor: str = "val_loss"):
+    """Build the loss and accuracy figure of a history.csv (see `curves`)."""
     from matplotlib.ticker import MaxNLocator
 
+    from cnnctl import checkpoints
+
     history = _read_history(history_csv)
-    n = len(history["loss"])
-    # CSVLogger counts epochs from 0; people count from 1.
-    epochs = [int(e) + 1 for e in history["epoch"]] if "epoch" in history else list(range(1, n + 1))
+    epochs = history["epoch"]
+    n = len(epochs)
     metrics = [c for c in history if c not in _NOT_METRICS and not c.startswith("val_")]
     second = "accuracy" if "accuracy" in history else (metrics[0] if metrics else None)
+    best = best_epoch(history, monitor)
 
     fig = _figure(11, 4)
     axes = fig.subplots(1, 2)
@@ -83,23 +112,41 @@ def curves_figure(history_csv: Path):
             ax.set_axis_off()
             continue
         marker = "o" if n < 30 else None  # a one-epoch run is a single point
-        ax.plot(epochs, history[name], marker=marker, label=f"train {name}")
+        series = [(f"train {name}", history[name])]
         if f"val_{name}" in history:
-            ax.plot(epochs, history[f"val_{name}"], marker=marker, label=f"validation {name}")
+            series.append((f"validation {name}", history[f"val_{name}"]))
+        for label, values in series:
+            ax.plot(epochs, values, marker=marker, label=label)
+            if n <= 3:  # a short run: the figures themselves, beside their points
+                for epoch, value in zip(epochs, values):
+                    if math.isfinite(value):
+                        ax.annotate(f"{value:.4g}", (epoch, value), textcoords="offset points",
+                                    xytext=(6, 4), fontsize=8)
+        if best is not None:
+            ax.axvline(best[0], color="gray", linestyle="--", linewidth=1,
+                       label=f"best epoch {best[0]} ({best[1]}): best.keras")
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if n == 1:  # one epoch: a unit-wide axis around it, and values from 0
+            ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
+            finite = [v for _, values in series for v in values if math.isfinite(v)]
+            top = max(finite, default=1.0)
+            bounded = checkpoints.monitor_mode(name) == "max" and 0 <= min(finite, default=0) and top <= 1
+            ax.set_ylim(0, 1.05 if bounded else top * 1.25 if top > 0 else 1)
         ax.grid(alpha=0.3)
         ax.legend()
     return fig
 
 
-def curves(history_csv: Path, out: Path) -> Path:
-    """Plot loss and accuracy per epoch, train and validation, side by side.
+def curves(history_csv: Path, out: Path, monitor: str = "val_loss") -> Path:
+    """Plot loss and accuracy per epoch, train and validation, side by side, with a dashed line
+    at the epoch best.keras comes from.
 
     Args:
-        history_csv: a Keras CSVLogger file (columns epoch, loss, accuracy, val_loss, ...).
+        history_csv: a run's history.csv (columns epoch, loss, accuracy, val_loss, ...).
         out: the PNG to write.
+        monitor: the metric that picks best.keras (`train.checkpoint_monitor`).
 
     Returns:
         `out`.
@@ -107,7 +154,7 @@ def curves(history_csv: Path, out: Path) -> Path:
     Raises:
         CnnctlError: the file is missing or has no epochs.
     """
-    return save(curves_figure(history_csv), out, "train")
+    return save(curves_figure(history_csv, monitor), out, "train")
 
 
 # --- confusion matrix ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from cnnctl import config as config_lib
 from cnnctl.errors import CnnctlError
 
 CONFIG = "config.yaml"
+SOURCE_CONFIG = "source_config.yaml"  # the config file as its user wrote it
 CLASS_NAMES = "class_names.json"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
@@ -26,6 +27,8 @@ CHECKPOINTS = "checkpoints"
 BEST = "best.keras"
 LAST = "last.keras"
 LOGS = "logs"
+BACKUP = "backup"
+FAILED = "failed.json"  # why training stopped, while the run is not resumed past it
 
 
 def default_dir(loaded: config_lib.LoadedConfig) -> Path:
@@ -82,6 +85,7 @@ def create(loaded: config_lib.LoadedConfig, run_dir: Path | None) -> Path:
     try:
         (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         write_config(path, loaded.config)
+        write_source_config(path, loaded)
     except OSError as e:
         for folder in made:  # leave nothing behind that looks like the start of a run
             try:
@@ -109,6 +113,19 @@ def write_config(path: Path, config: config_lib.Config) -> None:
         os.replace(tmp, path / CONFIG)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_source_config(path: Path, loaded: config_lib.LoadedConfig) -> None:
+    """The config file as its user wrote it (SOURCE_CONFIG), with the `--set` overrides named
+    in a comment above it: what the report shows. Nothing is written for a config without text."""
+    if loaded.text is None:
+        return
+    from cnnctl import outputs
+
+    header = f"# {loaded.file}, as written" + (
+        "; run with " + " ".join(f"--set {item}" for item in loaded.overrides)
+        if loaded.overrides else "") + " (the resolved config is config.yaml)\n"
+    outputs.write_text(path / SOURCE_CONFIG, header + loaded.text)
 
 
 def write_json(path: Path, data) -> None:
@@ -186,3 +203,178 @@ def load_config(run_dir: Path) -> config_lib.LoadedConfig:
         raise CnnctlError(f"{run_dir}: not a run directory (no {CONFIG}); give a directory "
                           "written by `cnnctl train`")
     return config_lib.load(path)
+
+
+# --------------------------------------------------------------------------- finding runs
+def is_run(path: Path) -> bool:
+    """A run directory: a folder with a config.yaml."""
+    return (Path(path) / CONFIG).is_file()
+
+
+def resolve(path: Path) -> tuple[Path, bool]:
+    """What a command that opens a trained run should open for `path`: a config's runs folder
+    (a folder whose subfolders are runs, e.g. runs/quickstart) stands for its newest finished
+    run; anything else is itself.
+
+    Returns:
+        (the path to open, whether it was chosen from a folder of runs).
+    Raises:
+        CnnctlError: `path` is a folder of runs with no finished run, or a folder of such
+            folders (runs of several configs).
+    """
+    path = Path(path)
+    if not path.is_dir() or is_run(path) or (path / CHECKPOINTS).is_dir():
+        return path, False
+    children = sorted(p for p in path.iterdir() if p.is_dir())
+    found = [p for p in children if is_run(p)]
+    if not found:
+        folders = [p for p in children if any(is_run(q) for q in p.iterdir() if q.is_dir())]
+        if folders:
+            shown = ", ".join(str(p) for p in folders[:3]) + (", ..." if len(folders) > 3 else "")
+            raise CnnctlError(f"{path}: holds folders of runs ({shown}), not runs; give one of "
+                              "those folders (its newest finished run is used) or a run directory")
+        return path, False
+    finished = [p for p in found if (p / METRICS).is_file()]
+    if not finished:
+        newest = max(found, key=lambda p: (p / CONFIG).stat().st_mtime)
+        raise CnnctlError(f"{path}: none of its {len(found)} run(s) has finished (no {METRICS}); "
+                          f"give a run directory to use an unfinished run's checkpoints, e.g. "
+                          f"{newest}, or see `cnnctl runs {path}`")
+    return max(finished, key=lambda p: ((p / METRICS).stat().st_mtime, p.name)), True
+
+
+def find_runs(folder: Path) -> list[Path]:
+    """The run directories under `folder` (itself, if it is one), sorted by path; a run's own
+    subfolders are not searched.
+
+    Raises:
+        CnnctlError: `folder` does not exist or is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise CnnctlError(f"{folder}: no such folder; give a folder of runs (run.dir of a config, "
+                          "`runs` by default)")
+    if not folder.is_dir():
+        raise CnnctlError(f"{folder}: not a folder; give a folder of runs (run.dir of a config, "
+                          "`runs` by default)")
+    found = []
+    for where, subfolders, _ in os.walk(folder):
+        if is_run(Path(where)):
+            found.append(Path(where))
+            subfolders.clear()
+        else:
+            subfolders.sort()
+    return sorted(found)
+
+
+def describe(run_dir: Path) -> dict:
+    """What `cnnctl runs` shows of a run, read from its files (no model is loaded).
+
+    Returns:
+        {"path", "date" (ISO, when it started), "model" (model.name), "epochs" (finished
+        epochs: of the newest backup while unfinished),
+        "epochs_planned", "test_accuracy" (None if there is none), "state" ("finished": it
+        wrote metrics.json; "unfinished": it did not, and has a usable backup to resume from;
+        "failed": neither, or its loss became NaN), "detail" (why it failed, else None),
+        "bytes" (size on disk)}.
+    """
+    run_dir = Path(run_dir)
+    config = _read_json_or_yaml(run_dir / CONFIG) or {}
+    metrics = _read_json_or_yaml(run_dir / METRICS)
+    env = _read_json_or_yaml(run_dir / ENVIRONMENT) or {}
+    started = env.get("time") if isinstance(env, dict) else None
+    if not isinstance(started, str):
+        started = datetime.datetime.fromtimestamp(
+            (run_dir / CONFIG).stat().st_mtime).isoformat(timespec="seconds")
+    train = config.get("train") if isinstance(config, dict) else None
+    model = config.get("model") if isinstance(config, dict) else None
+    state, detail, epochs = _state(run_dir, metrics)
+    test = metrics.get("test") if isinstance(metrics, dict) else None
+    accuracy = test.get("accuracy") if isinstance(test, dict) else None
+    return {"path": str(run_dir), "date": started,
+            "model": model.get("name") if isinstance(model, dict) else None,
+            "epochs": epochs if isinstance(epochs, int) else _history_rows(run_dir / HISTORY),
+            "epochs_planned": train.get("epochs") if isinstance(train, dict) else None,
+            "test_accuracy": accuracy if isinstance(accuracy, (int, float)) else None,
+            "state": state, "detail": detail, "bytes": _size(run_dir)}
+
+
+def _state(run_dir: Path, metrics) -> tuple[str, str | None, int | None]:
+    """(state, why it failed, epochs done if the files say; else history.csv's rows count)."""
+    if isinstance(metrics, dict):
+        return "finished", None, metrics.get("epochs")
+    failed = _read_json_or_yaml(run_dir / FAILED)
+    if isinstance(failed, dict) and isinstance(failed.get("epoch"), int):
+        return ("failed", f"NaN loss at epoch {failed['epoch']}, step {failed.get('step')}",
+                failed["epoch"] - 1)  # history.csv has a row of the epoch that failed
+    backup = _usable_backup(run_dir / BACKUP)
+    if backup is not None:
+        return "unfinished", None, backup.get("epoch")
+    return "failed", "no backup to resume from", None
+
+
+def _usable_backup(folder: Path) -> dict | None:
+    """The state of the newest backup whose model file is a whole zip (a cheap check: the
+    zip's index only, not every byte as `cnnctl train --resume` checks), or None."""
+    import zipfile
+
+    for state_file in sorted(folder.glob("state-*.json"), reverse=True):
+        state = _read_json_or_yaml(state_file)
+        model = folder / state["model"] if isinstance(state, dict) and isinstance(
+            state.get("model"), str) else None
+        if model is not None and model.is_file() and zipfile.is_zipfile(model):
+            return state
+    return None
+
+
+def _read_json_or_yaml(path: Path):
+    """The contents of a JSON or YAML file of a run, or None if it is missing or unreadable."""
+    try:
+        text = path.read_text()
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+
+
+def _history_rows(history: Path) -> int:
+    try:
+        return max(0, len(history.read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+def _size(folder: Path) -> int:
+    total = 0
+    for where, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(where, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def human_size(size: int) -> str:
+    """Bytes in KiB, MiB or GiB (powers of 1024, the figures of `du -h`)."""
+    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def format_table(described: list[dict]) -> str:
+    """`describe` of several runs as a table with a total line."""
+    header = ("run", "date", "model", "epochs", "test acc", "state", "size")
+    rows = [(r["path"], r["date"].replace("T", " ")[:16], r["model"] or "-",
+             f"{r['epochs']}/{r['epochs_planned'] if r['epochs_planned'] is not None else '?'}",
+             "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}",
+             r["state"] + (f" ({r['detail']})" if r["detail"] else ""), human_size(r["bytes"]))
+            for r in described]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    right = {3, 4, 6}  # numbers
+    lines = ["  ".join(cell.rjust(w) if i in right else cell.ljust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+             for row in (header, *rows)]
+    total = sum(r["bytes"] for r in described)
+    lines.append(f"{len(described)} run(s), {human_size(total)}")
+    return "\n".join(lines)

@@ -327,5 +327,55 @@ def _folder_part(folder: Path, class_names: list[str], where: str) -> Part:
                 files=np.array([f for _, _, f in order]))
 
 
+# --------------------------------------------------------------------------- class names
+def known_class_names(data) -> list[str] | None:
+    """The class names a source gives, where they are known without reading any image.
+
+    keras.datasets sets have fixed classes; an .npz file has its class_names array or its
+    labels (those arrays alone are read); a folder's classes are the subfolders of train_dir.
+    Where that would take more (tfds: building the data set) or the data is not there, or
+    not readable as such, the answer is None: loading the data says what is wrong.
+
+    Args:
+        data: the config's `data` section, or None.
+
+    Returns:
+        The class names in label order, as the source gives them when the data is loaded, or None.
+    """
+    if data is None:
+        return None
+    if data.source == "keras":
+        return KERAS_CLASS_NAMES.get(data.name) or (_cifar100_names() if data.name == "cifar100" else None)
+    if data.source == "npz":
+        return _npz_class_names(data.path)
+    if data.source == "folder":
+        try:  # the class folders as folder_source finds them
+            names = sorted(d.name for d in Path(data.train_dir).expanduser().iterdir()
+                           if d.is_dir() and not d.name.startswith("."))
+        except OSError:
+            return None
+        return names or None
+    return None
+
+
+def _npz_class_names(path: str) -> list[str] | None:
+    """npz_source's class names from the class_names, y_train and y_test arrays alone."""
+    try:
+        file = resolve_npz(path)
+        with file.open("rb") as fh:
+            loaded = np.load(fh, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                return None
+            with loaded:
+                if "class_names" in loaded.files:
+                    return [str(c) for c in loaded["class_names"].reshape(-1)]
+                labels = [loaded[k] for k in ("y_train", "y_test") if k in loaded.files]
+    except (CnnctlError, OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    if "y_train" not in loaded.files or any(y.dtype.kind not in "iu" or y.size == 0 for y in labels):
+        return None
+    return [str(i) for i in range(max(int(y.max()) for y in labels) + 1)]
+
+
 SOURCES = {"keras": keras_source, "npz": npz_source, "tfds": tfds_source,
            "folder": folder_source}

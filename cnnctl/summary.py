@@ -50,19 +50,25 @@ def describe(loaded: config_lib.LoadedConfig) -> dict:
     """Build the model and describe it as plain data (what `check --json` prints).
 
     The augmentation and preprocessing layers are built too (they are not part of the
-    description), so that their mistakes are found without data.
+    description), so that their mistakes are found without data; where the data set's classes
+    are known without reading it (`sources.known_class_names`), the output layer and the loss
+    are checked against them.
 
     Raises:
         ConfigError: located at the line of the field that does not fit.
     """
+    from cnnctl import classes, sources
     from cnnctl import data as data_lib
     from cnnctl.errors import ConfigValueError
 
-    model, infos = model_lib.build_with_info(loaded)
+    model, infos = model_lib.build_with_info(loaded, pretrained=False)  # same shapes, no download
     try:
         data_lib.front_layers(loaded.config, every_augmentation=True)
     except ConfigValueError as e:
         raise loaded.error_at(e.key, e.detail) from None
+    class_names = sources.known_class_names(loaded.config.data)
+    if class_names:
+        classes.check_output(loaded, model.output_shape[-1], class_names)
     layers = []
     for info in infos:
         layers.append({

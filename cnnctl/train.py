@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import shutil
 import sys
 import tempfile
@@ -13,6 +14,7 @@ from cnnctl import checkpoints
 from cnnctl import config as config_lib
 from cnnctl import data as data_lib
 from cnnctl import distribute
+from cnnctl import logs
 from cnnctl import model as model_lib
 from cnnctl import optim
 from cnnctl import runs
@@ -52,16 +54,9 @@ def _precision(policy: str):
 
 
 def _check_classes(loaded, model: keras.Model, class_names: list[str]) -> None:
-    units = model.output_shape[-1]
-    n = len(class_names)
-    binary = loaded.config.loss.name == "binary_crossentropy"
-    if (binary and units == 1 and n == 2) or units == n:
-        return
-    last = f"model.layers[{len(loaded.config.model.layers) - 1}]"
-    want = "1 unit with sigmoid (binary_crossentropy) or " if n == 2 else ""
-    raise CnnctlError(f"{loaded.file}: {last}: the model outputs {units} values but the data has "
-                      f"{n} classes ({', '.join(class_names[:10])}{'...' if n > 10 else ''}); "
-                      f"give the last layer {want}{n} units")
+    from cnnctl import classes  # the rule `cnnctl check` applies too, before any data is read
+
+    classes.check_output(loaded, model.output_shape[-1], class_names)
 
 
 class Interrupted(CnnctlError):
@@ -127,7 +122,8 @@ def _callbacks(cfg: config_lib.Config, run_dir: Path, has_val: bool, steps_per_e
     averaged = checkpoints.AveragedWeights() if cfg.optimizer.ema_momentum is not None else None
     ckpt = checkpoints.Checkpoints(run_dir / runs.CHECKPOINTS, monitored(cfg.train.checkpoint_monitor),
                                    guard, best=state.get("best"),
-                                   weights=averaged.averaged if averaged else contextlib.nullcontext)
+                                   weights=averaged.averaged if averaged else contextlib.nullcontext,
+                                   optimizer_state="optimizer_state" in cfg.run.keep)
     stateful = {}
     if cfg.train.early_stopping:
         es = cfg.train.early_stopping
@@ -146,7 +142,7 @@ def _callbacks(cfg: config_lib.Config, run_dir: Path, has_val: bool, steps_per_e
     # the epoch-end backup after every other epoch-end step: it holds the early-stopping and
     # LR-plateau memory of that epoch, and history.csv has the epoch's row before it exists
     callbacks = [guard, stop, ckpt, *stateful.values(), keep, _EpochTimer(),
-                 keras.callbacks.CSVLogger(run_dir / runs.HISTORY, append=True), backups]
+                 logs.HistoryCSV(run_dir / runs.HISTORY), backups]
     if averaged:
         # last: its end-of-fit snapshot of the raw weights follows the checkpoints' swaps, which
         # round (TensorFlow swaps in place by adding and subtracting)
@@ -215,7 +211,8 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
             model = assemble(loaded)
             splits = data_lib.load(scaled, input_shape=tuple(cfg.model.input_shape),
                                    label_mode=optim.label_mode(cfg),
-                                   multiple=spread.replicas if spread.kind == "data_parallel" else 1)
+                                   multiple=spread.replicas if spread.kind == "data_parallel" else 1,
+                                   progress=logs.FileCheckProgress())
         except ConfigValueError as e:
             raise loaded.error_at(e.key, e.detail) from None
         _check_classes(loaded, model, splits.class_names)
@@ -255,7 +252,10 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
             verbose = 1 if sys.stdout.isatty() else 2
         callbacks, named = _callbacks(cfg, path, splits.val is not None, spe, state,
                                       lockstep=spread.kind == "multi_worker")
-        fit = dict(validation_data=splits.val, callbacks=callbacks, verbose=verbose, shuffle=False)
+        # Keras's own progress bar counts the steps of each fit() call; ours counts the run's
+        progress = logs.Progress(verbose, spe, cfg.train.epochs) if verbose else None
+        fit = dict(validation_data=splits.val, callbacks=callbacks + ([progress] if progress else []),
+                   verbose=0, shuffle=False)
         try:
             with distribute.lost_workers(spread, path):
                 _fit(model, splits, named, cfg, fit, epoch, step, spe)
@@ -277,14 +277,18 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
     runs.write_json(path / runs.METRICS, metrics)
     from cnnctl import plots
 
-    plots.curves(path / runs.HISTORY, path / runs.CURVES)
+    plots.curves(path / runs.HISTORY, path / runs.CURVES, cfg.train.checkpoint_monitor)
+    checkpoints.prune_finished(path, cfg.run.keep)  # nothing left to resume: run.keep says what stays
     return result
 
 
 def _fit(model, splits, named: dict, cfg, fit: dict, epoch: int, step: int, spe: int) -> None:
     """The fit() calls of a run that starts at (epoch, step)."""
+    progress = next((c for c in fit["callbacks"] if isinstance(c, logs.Progress)), None)
     if step and epoch < cfg.train.epochs:
         # finish the interrupted epoch from the step its backup was taken at
+        if progress is not None:
+            progress.offset = step
         model.fit(splits.train_from(epoch, step), initial_epoch=epoch, epochs=epoch + 1,
                   steps_per_epoch=spe - step, **fit)
         if named["averaged"] and named["averaged"].raw is not None:
@@ -345,8 +349,9 @@ def _raise_if_stopped(loaded, path: Path, named: dict, spread: distribute.Plan) 
                 f"not on a signal: {distribute.kept(spread, path)}. Start every worker again with "
                 "the same command to resume the run")
         else:
+            epoch, step = stop.stopped_at or (b.epoch, 0)
             error = Interrupted(
-                f"interrupted by {name} at epoch {b.epoch + 1}; a backup is in "
+                f"interrupted by {name} at epoch {epoch + 1}, step {step} of {b.spe}; a backup is in "
                 f"{path / checkpoints.BACKUP_DIR}. Resume with: {resume_command(loaded, path)}")
         error.exit_code = 128 + stop.received
         raise error
@@ -407,22 +412,21 @@ def _truncate_history(history: Path, epoch: int) -> None:
     if not history.exists():
         return
     lines = history.read_text().splitlines(keepends=True)
-    keep = lines[:1] + [line for line in lines[1:] if int(float(line.split(",")[0])) < epoch]
+    base = logs.first_epoch(list(csv.DictReader(lines)))
+    keep = lines[:1] + [line for line in lines[1:] if int(float(line.split(",")[0])) - base < epoch]
     checkpoints.atomic_write_text(history, "".join(keep))
 
 
 def _final_metrics(model, path: Path, splits, cfg: config_lib.Config, fresh: bool = False) -> dict:
     """Test (and validation) figures of best.keras, the checkpoint `cnnctl eval` uses; `fresh`:
     evaluated as loaded from the file (on one device), not in the trained model."""
-    import csv
-
     best = path / runs.CHECKPOINTS / runs.BEST
     if fresh:
         saved = best if best.exists() else path / runs.CHECKPOINTS / runs.LAST
         model = keras.saving.load_model(saved, safe_mode=True, compile=False)
         model.compile(loss=optim.loss(cfg), metrics=optim.metrics(cfg))
     elif best.exists():
-        model.load_weights(best)
+        checkpoints.load_weights(model, best)  # best.keras may hold no optimizer state
     rows = list(csv.DictReader(open(path / runs.HISTORY))) if (path / runs.HISTORY).exists() else []
     out = {"epochs": len(rows), "best_checkpoint": str(best),
            "test_time_augmentation": cfg.train.test_time_augmentation}

@@ -33,6 +33,17 @@ _Loader.add_implicit_resolver(
     list("-+0123456789"))
 
 
+# `(3, 3)` (numbers in parentheses) as a whole value: YAML reads it as the text "(3, 3)"
+_NUMBER = r"[-+]?\.?\d[-+.\w]*"
+TUPLE_TEXT = re.compile(rf"\(\s*{_NUMBER}(?:\s*,\s*{_NUMBER})*\s*,?\s*\)")
+
+
+def tuple_message(items: list[str]) -> str:
+    """What to say about a `(3, 3)` in a config (given its items): YAML has no tuples."""
+    items = [item.strip() for item in items if item.strip()]
+    return f"({', '.join(items)}) is not a YAML list; write [{', '.join(items)}]"
+
+
 def format_path(path: Path) -> str:
     """`("model", "layers", 3, "filters")` -> `model.layers[3].filters`."""
     out = ""
@@ -170,6 +181,34 @@ class _Builder:
             "configs are plain YAML (no python objects or custom tags); remove the tag"))
         return False
 
+    def _split_tuples(self, node: yaml.MappingNode, path: Path) -> None:
+        """Report and drop a `(3, 3)` that a flow mapping split at its comma.
+
+        `{kernel_size: (3, 3), ...}` reads as `kernel_size: "(3"` and a key `3)` without a value.
+        """
+        pairs, kept = node.value, []
+        i = 0
+        while i < len(pairs):
+            key_node, value_node = pairs[i]
+            kept.append(pairs[i])
+            i += 1
+            if not (isinstance(key_node, yaml.ScalarNode) and _plain_text(value_node)
+                    and value_node.value.startswith("(")
+                    and ")" not in value_node.value):
+                continue
+            items, end = [value_node.value[1:]], i
+            while end < len(pairs) and _unquoted(pairs[end][0]) and _empty(pairs[end][1]):
+                items.append(pairs[end][0].value)
+                end += 1
+                if items[-1].endswith(")"):
+                    break
+            if not items[-1].endswith(")") or len(items) < 2:
+                continue
+            items[-1] = items[-1][:-1]
+            self.problem(key_node, path + (key_node.value,), tuple_message(items))
+            i = end
+        node.value = kept
+
     def _key(self, key_node: yaml.Node, path: Path) -> str | None:
         """A mapping key as the text the user wrote (`1:` and `on:` are names, not 1 and True)."""
         if not self._plain(key_node, path):
@@ -180,6 +219,7 @@ class _Builder:
         return key_node.value
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict:
+        self._split_tuples(node, path)
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
@@ -213,3 +253,18 @@ class _Builder:
             self.lines[child] = key_node.start_mark.line + 1  # the last one is the value kept
             out[key] = self.build(value_node, child)
         return out
+
+
+def _unquoted(node: yaml.Node) -> bool:
+    """A scalar written without quotes (text, a number, ...)."""
+    return isinstance(node, yaml.ScalarNode) and node.style is None
+
+
+def _plain_text(node: yaml.Node) -> bool:
+    """A scalar written without quotes that YAML reads as a string."""
+    return _unquoted(node) and node.tag == "tag:yaml.org,2002:str"
+
+
+def _empty(node: yaml.Node) -> bool:
+    """The missing value of a key given alone (`{a, b: 1}`)."""
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null" and node.value == ""

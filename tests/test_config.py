@@ -125,7 +125,7 @@ def test_misspelt_layer_type(errors):
           input_shape: [28, 28, 1]
           layers:
             - {type: conv2, filters: 3}
-        """) == [f"4: model.layers[0].type: unknown layer type 'conv2' (did you mean 'conv2d'?); {LAYER_TYPES}"]
+        """) == ["4: model.layers[0].type: unknown layer type 'conv2' (did you mean 'conv2d'?)"]
 
 
 def test_unknown_layer_type_lists_the_types(errors):
@@ -330,7 +330,7 @@ def test_all_errors_reported_at_once_sorted_by_line(errors):
     assert lines == [
         "1: train.epochs: must be > 0 (got 0)",
         "5: model.layers[0].filters: must be > 0 (got -1)",
-        f"6: model.layers[1].type: unknown layer type 'dropot' (did you mean 'dropout'?); {LAYER_TYPES}",
+        "6: model.layers[1].type: unknown layer type 'dropot' (did you mean 'dropout'?)",
         "9: optimizer.momentum: must be < 1.0 (got 1.5)",
         f"10: data.shuffle_buffr: unknown key 'shuffle_buffr' (did you mean 'shuffle_buffer'?); "
         f"allowed keys: {allowed(config_lib.DataConfig)}",
@@ -418,3 +418,94 @@ def test_set_malformed(write_yaml, item, message):
 def test_set_value_that_is_not_yaml_is_text(write_yaml):
     cfg = config_lib.load(write_yaml(SMALL), ["train.checkpoint_monitor=val_accuracy [top]"]).config
     assert cfg.train.checkpoint_monitor == "val_accuracy [top]"
+
+
+# --------------------------------------------------------------------------- names in another spelling
+def test_did_you_mean_ignores_case_and_keras_spellings():
+    from typing import get_args
+
+    from cnnctl.layer_specs import Activation, Initializer
+
+    assert config_lib.did_you_mean("Relu", get_args(Activation)) == " (did you mean 'relu'?)"
+    assert config_lib.did_you_mean("LeakyReLU", get_args(Activation)) == " (did you mean 'leaky_relu'?)"
+    assert config_lib.did_you_mean("HeNormal", get_args(Initializer)) == " (did you mean 'he_normal'?)"
+    assert config_lib.did_you_mean("SGD", ["adam", "adamw", "sgd", "rmsprop"]) == " (did you mean 'sgd'?)"
+    assert config_lib.did_you_mean("resnet50", ["ResNet101", "ResNet50"]) == " (did you mean 'ResNet50'?)"
+    assert config_lib.did_you_mean("LR", ["epochs", "learning_rate"]) == " (did you mean 'learning_rate'?)"
+
+
+def test_names_in_another_case_suggest_the_lowercase_name(errors):
+    assert errors("""
+        model:
+          input_shape: [28, 28, 1]
+          layers:
+            - {type: dense, units: 3, activation: Relu}
+        optimizer: {name: Adam}
+        loss: CategoricalCrossentropy
+        """) == [
+        "4: model.layers[0].activation: must be one of 'linear', 'relu', 'relu6', 'leaky_relu', "
+        "'elu', 'selu', 'gelu', 'swish', 'silu', 'hard_swish', 'sigmoid', 'hard_sigmoid', 'tanh', "
+        "'softmax' or 'softplus' (did you mean 'relu'?) (got 'Relu')",
+        "5: optimizer.name: must be one of 'adam', 'adamw', 'sgd' or 'rmsprop' (did you mean 'adam'?) (got 'Adam')",
+        "6: loss.name: must be one of 'categorical_crossentropy', 'sparse_categorical_crossentropy' or "
+        "'binary_crossentropy' (did you mean 'categorical_crossentropy'?) (got 'CategoricalCrossentropy')",
+    ]
+
+
+@pytest.mark.parametrize("keras_name, tag", [
+    ("MaxPooling2D", "max_pool2d"), ("MaxPool2D", "max_pool2d"), ("Conv2D", "conv2d"),
+    ("Dense", "dense"), ("BatchNormalization", "batch_norm"),
+    ("GlobalAveragePooling2D", "global_avg_pool2d"), ("Dropout", "dropout"), ("Flatten", "flatten"),
+    ("AveragePooling2D", "avg_pool2d"), ("Conv2DTranspose", "conv2d_transpose")])
+def test_keras_class_name_as_layer_type_suggests_the_yaml_name(errors, keras_name, tag):
+    assert errors(f"""
+        model:
+          input_shape: [28, 28, 1]
+          layers:
+            - {{type: {keras_name}}}
+        """) == [f"4: model.layers[0].type: unknown layer type '{keras_name}' (did you mean '{tag}'?)"]
+
+
+# --------------------------------------------------------------------------- `(3, 3)` for [3, 3]
+def test_parentheses_for_a_list_say_to_write_brackets(errors):
+    assert errors("""
+        model:
+          input_shape: (28, 28, 1)
+          layers:
+            - type: conv2d
+              filters: 8
+              kernel_size: (3, 3)
+        augmentation:
+          layers:
+            - type: random_zoom
+              factor: (0.1, 0.2)
+        """) == [
+        "2: model.input_shape: (28, 28, 1) is not a YAML list; write [28, 28, 1]",
+        "6: model.layers[0].kernel_size: (3, 3) is not a YAML list; write [3, 3]",
+        "10: augmentation.layers[0].factor: (0.1, 0.2) is not a YAML list; write [0.1, 0.2]",
+    ]
+
+
+def test_parentheses_in_set_say_to_write_brackets(errors):
+    assert errors(SMALL, ["model.layers[0].kernel_size=(5,5)"]) == [
+        "--set: model.layers[0].kernel_size: (5, 5) is not a YAML list; write [5, 5]"]
+
+
+# --------------------------------------------------------------------------- `optimizer: NAME`
+def test_optimizer_short_form(write_yaml):
+    cfg = config_lib.load(write_yaml(SMALL + "optimizer: sgd\n")).config
+    assert cfg.optimizer == config_lib.OptimizerConfig(name="sgd")
+    assert cfg.optimizer.learning_rate == 0.001
+    cfg = config_lib.load(write_yaml(SMALL), ["optimizer=rmsprop"]).config
+    assert cfg.optimizer.name == "rmsprop"
+
+
+def test_optimizer_short_form_with_a_typo(errors):
+    assert errors(SMALL + "optimizer: adamm\n") == [
+        "7: optimizer.name: must be one of 'adam', 'adamw', 'sgd' or 'rmsprop' (did you mean 'adam'?) "
+        "(got 'adamm')"]
+
+
+def test_text_in_parentheses_is_not_taken_for_a_list(errors):
+    assert errors(SMALL + "run: {name: (draft)}\n") == [
+        "7: run.name: must be letters, digits, '_', '.' and '-' only (got '(draft)')"]

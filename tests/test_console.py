@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,35 @@ def test_the_diagram_without_pydot_or_graphviz_names_what_to_install(monkeypatch
     monkeypatch.setenv("PATH", "")
     assert visualize.diagram_missing() == (
         "it needs Graphviz's `dot` program: apt-get install graphviz (or brew install graphviz)")
+
+
+@pytest.mark.slow
+def test_check_builds_a_pretrained_backbone_without_its_weights(tmp_path):
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "empty-keras-home")}
+    proc = run("check", "configs/mobilenetv2_transfer.yaml", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "Downloading" not in proc.stdout + proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["params"] == 2_270_794 and info["trainable_params"] == 12_810
+
+
+def test_a_failed_weights_download_is_said_in_a_few_words():
+    from cnnctl import model
+
+    error = Exception("Exception: URL fetch failure on https://storage.googleapis.com/tensorflow/"
+                      "keras-applications/mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_"
+                      "kernels_1.0_96_no_top.h5: None -- [Errno -2] Name or service not known")
+    assert model.download_failure(error) == "no network: Name or service not known"
+    assert model.download_failure(Exception("HTTP Error 403: Forbidden")) == "HTTP Error 403: Forbidden"
+
+
+def test_help_has_no_type_column_and_wraps_at_words():
+    result = CliRunner().invoke(app, ["predict", "--help"], terminal_width=60)
+    assert result.exit_code == 0
+    assert "<bool>" not in result.output  # flags take no value: no type beside them
+    lines = result.output.splitlines()
+    assert "  --json       Print a JSON list." in lines
+    assert all(len(line) <= 60 for line in lines)
+    # a help sentence broken over lines breaks between words
+    plot = lines.index(next(line for line in lines if line.startswith("  --plot FILE")))
+    assert lines[plot].endswith("class") and lines[plot + 1].strip() == "probabilities into this PNG."

@@ -82,6 +82,7 @@ train_lib.train(loaded, {str(run)!r}, verbose=2)
     assert metrics["test"]["accuracy"] > 0.6
 
 
+@pytest.mark.optional
 @pytest.mark.slow
 def test_data_parallel_on_two_jax_devices_evaluates_every_image(config, tmp_path):
     if importlib.util.find_spec("jax") is None:

@@ -97,6 +97,35 @@ def test_explain_writes_one_figure_per_image(trained, tmp_path):
         assert png.size[0] > 3 * png.size[1] / 2 and 0.5 < r["probability"] <= 1
 
 
+def test_explain_names_the_layer_in_title_and_file_and_draws_a_colour_bar(trained, tmp_path,
+                                                                          monkeypatch):
+    run, x, _ = trained
+    image = tmp_path / "img.png"
+    Image.fromarray(x[0, :, :, 0].astype(np.uint8)).save(image)
+    titles = []
+    drawn = explain.figure
+
+    def figure(image, heat, title):
+        titles.append(title)
+        return drawn(image, heat, title)
+
+    monkeypatch.setattr(explain, "figure", figure)
+    for layer in ("conv1", "conv2", None):
+        explain.run(run, [str(image)], layer=layer, out=tmp_path / "out")
+    explain.run(run, [str(image)], method="cam", out=tmp_path / "out")
+    # the default is the last conv layer: its file is the same as --layer conv2's
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "img.cam.png", "img.gradcam-conv1.png", "img.gradcam-conv2.png"]
+    assert [t.split(", ", 1)[1] for t in titles] == [
+        "Grad-CAM at layer conv1", "Grad-CAM at layer conv2", "Grad-CAM at layer conv2",
+        "CAM (the maps before global average pooling)"]
+    assert titles[0].startswith("img.png: square (")
+    fig = drawn(x[0], np.linspace(0, 1, 16).reshape(4, 4), "t")
+    bar = fig.axes[3]  # image, heat map, overlay, then the heat map's colour bar
+    assert len(fig.axes) == 4 and "evidence for the class" in bar.get_ylabel()
+    assert bar.get_ylim() == (0.0, 1.0)
+
+
 def test_explain_errors(trained):
     run, x, _ = trained
     from cnnctl import evaluate

@@ -167,6 +167,7 @@ def tensorflow_run(tmp_path_factory) -> dict:
     return train(tmp_path_factory.mktemp("tf"))
 
 
+@pytest.mark.optional
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_the_same_yaml_trains_on_each_backend_without_tensorflow(
@@ -187,6 +188,7 @@ def test_the_same_yaml_trains_on_each_backend_without_tensorflow(
     assert (run / "checkpoints" / "best.keras").is_file()
 
 
+@pytest.mark.optional
 def test_check_and_help_never_import_tensorflow():
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     for args in (["--help"], ["check", str(ROOT / "configs" / "mnist.yaml")]):
@@ -199,6 +201,7 @@ def test_check_and_help_never_import_tensorflow():
     assert "params: 93,322" in done.stdout
 
 
+@pytest.mark.optional
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_data_on_device_trains_exactly_as_from_numpy(backend, tmp_path, without_tensorflow):
@@ -247,7 +250,8 @@ def test_weight_ema_is_what_validation_and_checkpoints_see(tmp_path):
     config = tmp_path / "fast.yaml"
     config.write_text(CONFIG.replace("max_train_samples: 2048", "max_train_samples: 1024, "
                                      "validation_split: 0.25"))
-    loaded = config_lib.load(config, ["train.epochs=2", "optimizer.ema_momentum=0.9"])
+    loaded = config_lib.load(config, ["train.epochs=2", "optimizer.ema_momentum=0.9",
+                                      "run.keep=[last, backup]"])  # the backup is looked at below
     run = tmp_path / "run"
     metrics = train_lib.train(loaded, run, verbose=0)["metrics"]
     from cnnctl import data as data_lib
@@ -269,6 +273,7 @@ def test_weight_ema_is_what_validation_and_checkpoints_see(tmp_path):
     assert metrics["test"]["accuracy"] >= default["test"]["accuracy"] - MARGIN
 
 
+@pytest.mark.optional
 def test_folder_at_model_size_loads_without_tensorflow(tmp_path, without_tensorflow, cifar_folders):
     """A folder of 32x32 JPEGs (the CIFAR-10 copy) is decoded by its check: on JAX it needs no
     tf.data, so configs/cifar10_fast.yaml runs where only JAX is installed."""

@@ -49,7 +49,8 @@ def test_curves_with_validation(tmp_path):
     loss_ax, accuracy_ax = plots.curves_figure(csv).axes
     assert loss_ax.get_title() == "loss" and accuracy_ax.get_title() == "accuracy"
     # Epochs count from 1 on the x axis, and only whole epochs get ticks.
-    assert lines_by_label(loss_ax) == {"train loss": [1, 2, 3], "validation loss": [1, 2, 3]}
+    assert lines_by_label(loss_ax) == {"train loss": [1, 2, 3], "validation loss": [1, 2, 3],
+                                       "best epoch 3 (val_loss): best.keras": [3, 3]}
     assert list(accuracy_ax.get_lines()[1].get_ydata()) == [0.78, 0.82, 0.83]
     assert all(float(t).is_integer() for t in loss_ax.get_xticks())
 
@@ -58,11 +59,12 @@ def test_curves_without_validation_or_accuracy(tmp_path):
     csv = tmp_path / "history.csv"
     csv.write_text("epoch,accuracy,loss\n0,0.5,1.3\n1,0.6,1.1\n")
     loss_ax, accuracy_ax = plots.curves_figure(csv).axes
-    assert list(lines_by_label(loss_ax)) == ["train loss"]
-    assert list(lines_by_label(accuracy_ax)) == ["train accuracy"]
+    # No validation split: best.keras was picked by the training loss, as training does.
+    assert list(lines_by_label(loss_ax)) == ["train loss", "best epoch 2 (loss): best.keras"]
+    assert list(lines_by_label(accuracy_ax)) == ["train accuracy", "best epoch 2 (loss): best.keras"]
     assert_real_png(plots.curves(csv, tmp_path / "curves.png"))
 
-    csv.write_text("epoch,loss\n0,1.3\n")  # one epoch, no metrics
+    csv.write_text("epoch,loss\n1,1.3\n")  # one epoch, no metrics
     loss_ax, empty_ax = plots.curves_figure(csv).axes
     assert [t.get_text() for t in empty_ax.texts] == ["no metric logged besides loss"]
     assert_real_png(plots.curves(csv, tmp_path / "one_epoch.png"))
@@ -160,3 +162,49 @@ def test_predictions_show_at_most_32_rows_and_say_so(tmp_path):
     assert len(fig.axes) == 2 * plots.MAX_PREDICTION_ROWS
     assert fig.get_suptitle() == "showing the first 32 of 40 images"
     assert_real_png(plots.predictions(items[:2], tmp_path / "two.png"))
+
+
+def test_curves_of_history_from_before_epochs_counted_from_1(tmp_path):
+    csv = tmp_path / "history.csv"
+    csv.write_text(HISTORY.replace("\n0,", "\nx,").replace("\n2,", "\n3,").replace("\n1,", "\n2,")
+                   .replace("\nx,", "\n1,"))
+    new_loss_ax = plots.curves_figure(csv).axes[0]
+    csv.write_text(HISTORY)  # epochs 0, 1, 2: a run of an older cnnctl
+    old_loss_ax = plots.curves_figure(csv).axes[0]
+    assert lines_by_label(new_loss_ax) == lines_by_label(old_loss_ax)
+    assert lines_by_label(new_loss_ax)["train loss"] == [1, 2, 3]
+
+
+def test_curves_best_epoch_of_a_maximised_monitor(tmp_path):
+    csv = tmp_path / "history.csv"
+    csv.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n"
+                   "1,0.5,1.0,0.60,0.9\n2,0.6,0.8,0.70,0.7\n3,0.7,0.6,0.65,0.8\n")
+    loss_ax = plots.curves_figure(csv, monitor="val_accuracy").axes[0]
+    assert "best epoch 2 (val_accuracy): best.keras" in lines_by_label(loss_ax)
+    assert "best epoch 2 (val_loss): best.keras" in lines_by_label(plots.curves_figure(csv).axes[0])
+
+
+def test_curves_leave_out_empty_columns(tmp_path):
+    # A run without a validation split, as older files recorded it: val_ columns with no value.
+    csv = tmp_path / "history.csv"
+    csv.write_text("epoch,accuracy,epoch_seconds,loss,val_accuracy,val_epoch_seconds,val_loss\n"
+                   "1,0.5,3.1,1.3,,,\n2,0.6,3.0,1.1,,,\n")
+    loss_ax, accuracy_ax = plots.curves_figure(csv).axes
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == [
+        "train loss", "best epoch 2 (loss): best.keras"]
+    assert [t.get_text() for t in accuracy_ax.get_legend().get_texts()] == [
+        "train accuracy", "best epoch 2 (loss): best.keras"]
+
+
+def test_curves_of_one_epoch_read_well(tmp_path):
+    csv = tmp_path / "history.csv"
+    csv.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n1,0.8125,0.55,0.84,0.47\n")
+    loss_ax, accuracy_ax = plots.curves_figure(csv).axes
+    # one dot in a unit-wide axis around epoch 1, values from 0; accuracy up to 1
+    assert loss_ax.get_xlim() == (0.5, 1.5) and accuracy_ax.get_xlim() == (0.5, 1.5)
+    assert loss_ax.get_ylim() == (0, 0.55 * 1.25)
+    assert accuracy_ax.get_ylim() == (0, 1.05)
+    # the figures are written beside their points
+    assert [t.get_text() for t in accuracy_ax.texts] == ["0.8125", "0.84"]
+    assert [t.get_text() for t in loss_ax.texts] == ["0.55", "0.47"]
+    assert_real_png(plots.curves(csv, tmp_path / "curves.png"))

@@ -143,3 +143,23 @@ def test_run_loads_a_saved_model_and_plots(pictures, tmp_path):
     with pytest.raises(CnnctlError, match="none of the images could be read; nothing to plot"):
         predict_lib.run(tmp_path / "model.keras", [str(root / "green" / "broken.jpg")],
                         plot=tmp_path / "none.png")
+
+
+def test_predict_fails_when_no_input_could_be_classified(pictures, tmp_path):
+    from typer.testing import CliRunner
+
+    from cnnctl.cli import app
+
+    root, made = pictures
+    colour_model().save(tmp_path / "model.keras")
+    broken, missing = root / "green" / "broken.jpg", root / "missing.png"
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "model.keras"), str(broken), str(missing)])
+    assert result.exit_code == 2
+    width = max(len(str(broken)), len(str(missing)))
+    assert result.stdout.splitlines()[1:] == [
+        f"{str(broken):<{width}}  error: not an image (unknown or damaged file format)",
+        f"{str(missing):<{width}}  error: no such file or folder"]
+    assert result.stderr == ("none of the 2 input(s) could be classified (see the errors above); "
+                             "give image files, folders of images or globs\n")
+    one = CliRunner().invoke(app, ["predict", str(tmp_path / "model.keras"), made["red/a.png"], str(missing)])
+    assert one.exit_code == 0, one.output  # one readable image is a result

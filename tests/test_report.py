@@ -17,6 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cnnctl import config as config_lib
+from cnnctl import evaluate
 from cnnctl import report
 from cnnctl import train as train_lib
 from cnnctl.cli import app
@@ -65,11 +66,49 @@ def test_report_is_one_file_with_every_section_and_decodable_images(run, tmp_pat
                     "Most confident mistakes", "Where the network looked", "Config",
                     "Environment"):
         assert f"<h2>{heading}</h2>" in text
-    assert "T-shirt/top" in text and "max_train_samples: 512" in text
-    assert "the first 200 test images" in text  # the run's own max_test_samples
+    assert "<title>reported: test accuracy 0." in text and "<h1>reported: test accuracy 0." in text
+    assert "<h2>Model</h2>" in text and "params: 1" in text and "conv2d" in text
+    # the config as written first, the resolved one folded away
+    own = text.index("reported.yaml, as written")
+    assert own < text.index("<details><summary>resolved config") < text.index("shuffle_buffer: 10000")
+    assert "max_train_samples: 512" in text and "T-shirt/top" in text
+    # the headline's split everywhere: the run's 200 of the file's 1,000 test images
+    said = "all 200 test images (data.max_test_samples keeps 200 of the 1,000)"
+    assert text.count(said) == 3 and "the first" not in text.split("<h2>Model</h2>")[0]
     # curves, confusion matrix, the mistakes sheet, 4 Grad-CAM figures
     pictures = embedded(text)
     assert len(pictures) == 7 and all(p.size[0] > 200 for p in pictures)
+
+
+@pytest.mark.slow
+def test_report_of_image_files_names_them_and_says_how_many_of_the_split(cifar_folders, tmp_path):
+    config = tmp_path / "folders.yaml"
+    config.write_text(f"""
+model:
+  name: folders
+  input_shape: [32, 32, 3]
+  layers:
+    - {{type: conv2d, filters: 4, kernel_size: 3, activation: relu}}
+    - {{type: global_avg_pool2d}}
+    - {{type: dense, units: 3, activation: softmax}}
+data: {{source: folder, train_dir: "{cifar_folders / 'train'}", test_dir: "{cifar_folders / 'test'}"}}
+loss: categorical_crossentropy
+train: {{epochs: 1, batch_size: 30, seed: 1, tensorboard: false}}
+""")
+    train_lib.train(config_lib.load(config, ["train.seed=2"]), tmp_path / "run", verbose=0)
+    own = (tmp_path / "run" / "source_config.yaml").read_text()
+    assert own.startswith(f"# {config}, as written; run with --set train.seed=2 (the resolved")
+    assert own.endswith(config.read_text())
+
+    page = report.run(tmp_path / "run", tmp_path / "r.html", limit=25)
+    text = page.read_text()
+    assert text.count("25 of 60 test images") == 3  # per class, confusion matrix, mistakes
+    assert "all 60" not in text
+    # the pictures are titled with the image files (the file names are drawn into the PNGs,
+    # so look at what the report draws them from)
+    test = evaluate.test_arrays(tmp_path / "run", (32, 32, 3), 25)
+    assert len(test.y) == 25 and test.total == 60 and test.held == 60
+    assert test.name(0).startswith(str(cifar_folders / "test")) and test.name(0).endswith(".jpg")
     assert not re.search(r'src="(?!data:)', text), "everything is embedded: no outside files"
 
 
@@ -78,6 +117,7 @@ def test_report_needs_a_finished_run(tmp_path):
         report.build(tmp_path)
 
 
+@pytest.mark.optional
 @pytest.mark.slow
 def test_report_opens_in_headless_chromium(run, tmp_path):
     chromium = shutil.which("chromium")
@@ -100,6 +140,7 @@ def test_report_opens_in_headless_chromium(run, tmp_path):
     assert pixels.std() > 10  # a page was drawn, not a blank screen
 
 
+@pytest.mark.optional
 @pytest.mark.slow
 def test_visualize_filters_feature_maps_and_diagram(run, tmp_path):
     from cnnctl import evaluate, visualize

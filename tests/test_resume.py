@@ -5,6 +5,7 @@ disk keeps the previous checkpoint."""
 import errno
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -122,7 +123,7 @@ def test_sigterm_backs_up_then_resume_skips_a_corrupt_backup(config, tmp_path):
     assert rc == 128 + signal.SIGTERM
     assert "Traceback" not in err
     line = err.strip().splitlines()[-1]
-    assert line.startswith("interrupted by SIGTERM at epoch ")
+    assert re.match(r"interrupted by SIGTERM at epoch \d+, step \d+ of 32; ", line)
     assert line.endswith(f"Resume with: cnnctl train {config} --resume {run}")
     state = newest_state(run)
     newest = run / "backup" / state["model"]
@@ -150,18 +151,19 @@ def test_resume_with_a_changed_config_is_refused(config, tmp_path):
 
 def test_an_unfinished_run_of_the_same_config_is_picked_up(config, tmp_path):
     runs_dir = tmp_path / "runs"
+    keep = ["--set", "run.keep=[last, backup]"]  # a finished run removes its backup by default
     first = CliRunner().invoke(app, ["train", str(config), "--set", f"run.dir={runs_dir}",
-                                     "--set", "train.epochs=1"])
+                                     "--set", "train.epochs=1", *keep])
     assert first.exit_code == 0, first.output
     (run,) = (runs_dir / "resumable").iterdir()
     (run / "metrics.json").unlink()
     again = CliRunner().invoke(app, ["train", str(config), "--set", f"run.dir={runs_dir}",
-                                     "--set", "train.epochs=1"])
+                                     "--set", "train.epochs=1", *keep])
     assert again.exit_code == 0, again.output
     assert f"found an unfinished run of this config: {run}" in again.output
     assert len(list((runs_dir / "resumable").iterdir())) == 1
     fresh = CliRunner().invoke(app, ["train", str(config), "--set", f"run.dir={runs_dir}",
-                                     "--set", "train.epochs=1", "--new"])
+                                     "--set", "train.epochs=1", *keep, "--new"])
     assert fresh.exit_code == 0 and len(list((runs_dir / "resumable").iterdir())) == 2
 
 
@@ -173,6 +175,10 @@ def test_nan_config_stops_with_epoch_and_step_and_no_finished_run(config, tmp_pa
     rc, out, err = finish(cnnctl("train", bad, "--run-dir", run))
     assert rc == 3 and "Traceback" not in err
     assert err.strip().startswith("the loss became NaN or infinite at epoch 1, step ")
+    step = int(re.match(r"the loss became NaN or infinite at epoch 1, step (\d+)", err.strip())[1])
+    # the progress line ends where the epoch really stopped, not at 32/32
+    assert f"{step}/32 - " in out and "32/32" not in out
+    assert f"epoch 1 stopped after step {step} of 32" in out
     assert "no epoch had finished, so there is no checkpoint" in err
     assert not (run / "metrics.json").exists() and not list((run / "checkpoints").glob("*.keras"))
 
@@ -246,6 +252,7 @@ def test_the_epoch_end_backup_holds_that_epochs_history_and_callback_memory(conf
     run = tmp_path / "run"
     result = CliRunner().invoke(app, [
         "train", str(config), "--run-dir", str(run), "--set", "train.epochs=2",
+        "--set", "run.keep=[last, backup]",  # to look at the backup of the finished run
         "--set", "train.early_stopping={monitor: loss, patience: 5}",
         "--set", "train.reduce_lr_on_plateau={monitor: loss, patience: 5}"])
     assert result.exit_code == 0, result.output
@@ -280,6 +287,10 @@ def test_the_printed_resume_command_resumes_a_run_started_with_set(config, tmp_p
     rc, out, err = finish(proc)
     assert rc == 128 + signal.SIGINT, err
     assert "Traceback" not in err
+    step = newest_state(run)["step"]
+    assert f"epoch 1 stopped after step {step} of 16" in out   # not 16/16
+    assert f" {step}/16 - " in out and "16/16" not in out
+    assert f"interrupted by SIGINT at epoch 1, step {step} of 16; " in err
     printed = err.strip().splitlines()[-1].split("Resume with: ", 1)[1]
     assert printed == f"cnnctl train '{run / 'config.yaml'}' --resume '{run}'"
     command = shlex.split(printed)
@@ -287,7 +298,8 @@ def test_the_printed_resume_command_resumes_a_run_started_with_set(config, tmp_p
     rc, out, err = finish(subprocess.Popen([str(script), *command[1:]], text=True,
                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     assert rc == 0, err
-    assert f"resuming {run} at epoch" in out
+    assert f"resuming {run} at epoch 1, step {step}" in out
+    assert f"Epoch 1/2 (resumed at step {step})" in out and f"16/16 - " in out  # counts on from there
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 2
     # the run is finished now: resuming it again is refused, and nothing in it changes

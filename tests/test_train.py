@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,11 @@ def test_run_directory_holds_every_output(trained):
                  "history.csv", "class_names.json", "metrics.json", "curves.png"):
         assert (run_dir / name).is_file(), name
     assert any((run_dir / "logs").rglob("*tfevents*"))
-    assert f"run: {run_dir}" in output and "test accuracy" in output
+    last, suggestion = output.strip().splitlines()[-2:]
+    assert re.fullmatch(rf"test accuracy 0\.\d{{4}} \(checkpoints/best\.keras\), 2 epoch\(s\) in "
+                        rf"[\d.]+ s, run: {re.escape(str(run_dir))}", last), last
+    assert suggestion == (f"next: cnnctl eval {run_dir}  |  cnnctl report {run_dir}  |  "
+                          f"cnnctl predict {run_dir} IMAGE")
 
 
 def test_metrics_and_history_are_real(trained):
@@ -71,7 +76,7 @@ def test_metrics_and_history_are_real(trained):
     assert 0.0 < metrics["val"]["accuracy"] <= 1.0
     assert metrics["epochs"] == 2
     rows = list(csv.DictReader((run_dir / "history.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
     assert float(rows[1]["loss"]) < float(rows[0]["loss"])
 

@@ -266,3 +266,29 @@ def test_alias_bomb_refused_quickly():
     assert len(lines) == 1
     assert lines[0].endswith(f"the file expands to more than {yaml_source.MAX_VALUES:,} values; "
                              "aliases (*name) are nested too deep")
+
+
+# --------------------------------------------------------------------------- `(3, 3)` in a flow mapping
+def test_parentheses_split_by_a_flow_mapping_say_to_write_brackets():
+    # `{kernel_size: (3, 3)}` reads as kernel_size: "(3" and a key "3)"; two such pairs would
+    # also make "3)" a duplicate key
+    assert errors("""
+        model:
+          layers:
+            - {type: conv2d, filters: 8, kernel_size: (3, 3), strides: (2, 2, ), activation: relu}
+            - {type: max_pool2d,
+               pool_size: (3, 3)}
+        """) == [
+        "c.yaml:3: model.layers[0].kernel_size: (3, 3) is not a YAML list; write [3, 3]",
+        "c.yaml:3: model.layers[0].strides: (2, 2) is not a YAML list; write [2, 2]",
+        "c.yaml:5: model.layers[1].pool_size: (3, 3) is not a YAML list; write [3, 3]",
+    ]
+
+
+def test_parentheses_in_text_are_kept():
+    source = parse("""
+        a: {name: (draft), b: 1}
+        c: (3, 3)
+        d: {e: (x, y: 2}
+        """)
+    assert source.data == {"a": {"name": "(draft)", "b": 1}, "c": "(3, 3)", "d": {"e": "(x", "y": 2}}
