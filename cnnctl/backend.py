@@ -12,7 +12,9 @@ import sys
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
+    """Mute file descriptor 2 (C++ libraries' log lines) for the duration; Python exceptions
+    still propagate."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -24,7 +26,7 @@ def _quiet_stderr():
         os.close(saved)
 
 
-with _quiet_stderr():
+with quiet_stderr():
     import keras
 
     if keras.backend.backend() == "tensorflow":
@@ -32,4 +34,4 @@ with _quiet_stderr():
 
         tf.config.list_physical_devices()  # CUDA probing logs here, not at the first op
 
-__all__ = ["keras"]
+__all__ = ["keras", "quiet_stderr"]

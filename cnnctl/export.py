@@ -11,15 +11,17 @@ images and compares its probabilities with the Keras model's.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from cnnctl import outputs
-from cnnctl.backend import keras
+from cnnctl.backend import keras, quiet_stderr
 from cnnctl.errors import CnnctlError
 
 FORMATS = ("savedmodel", "onnx", "tflite")
@@ -45,6 +47,17 @@ class Parity:
     @property
     def ok(self) -> bool:
         return self.max_abs_diff <= self.tolerance[0] and self.top1_agreement >= self.tolerance[1]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Keep the converters' and runtimes' notes off the terminal: the LiteRT converter's and
+    XNNPACK's C++ INFO lines, tf.lite.Interpreter's deprecation notice (cnnctl runs the file
+    with it only to check it) and NumPy FutureWarnings from inside the exporters."""
+    with quiet_stderr(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+        yield
 
 
 def _tensorflow():
@@ -179,8 +192,9 @@ def run(path, fmt: str, out: Path, *, quantize: str | None = None, images: int =
         samples = evaluate.test_arrays(path, shape, images).x
     else:
         samples = np.random.default_rng(0).uniform(0, 255, (images, *shape)).astype(np.float32)
-    written = export(model, fmt, Path(out), quantize, calibration=samples)
-    check = parity(model, fmt, written, samples, quantize)
+    with _quiet():
+        written = export(model, fmt, Path(out), quantize, calibration=samples)
+        check = parity(model, fmt, written, samples, quantize)
     if not check.ok:
         raise ParityError(
             f"{written}: the exported model disagrees with the Keras model on {check.images} "

@@ -130,6 +130,7 @@ def curves_figure(history_csv: Path, monitor: str = "val_loss"):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if n == 1:  # one epoch: a unit-wide axis around it, and values from 0
             ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
+            ax.set_xticks([epochs[0]])  # the locator falls back to fractions on a unit axis
             finite = [v for _, values in series for v in values if math.isfinite(v)]
             top = max(finite, default=1.0)
             bounded = checkpoints.monitor_mode(name) == "max" and 0 <= min(finite, default=0) and top <= 1

@@ -140,9 +140,9 @@ def _heat_maps(model, test, probs, predicted, names, count: int) -> list[str]:
     from cnnctl import explain
 
     x = test.x[:count]
-    method = "Grad-CAM"
     try:
         heat, _ = explain.gradcam(model, x)
+        method = f"Grad-CAM at layer {explain.conv_layer(model).name}"
     except CnnctlError:
         try:
             method, (heat, _) = "CAM", explain.cam(model, x)

@@ -86,3 +86,23 @@ def test_export_command_and_its_errors(run, tmp_path):
         export.run(run, "onnx", tmp_path / "m.onnx", quantize="int8")
     with pytest.raises(CnnctlError, match="--format keras: choose one of savedmodel, onnx, tflite"):
         export.run(run, "keras", tmp_path / "m.keras")
+
+
+@pytest.mark.slow
+def test_export_through_the_executable_prints_only_its_own_lines(run, tmp_path):
+    """The LiteRT converter's and XNNPACK's INFO lines, tf.lite.Interpreter's deprecation
+    notice and NumPy FutureWarnings stay off the terminal; what is left is cnnctl's."""
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).parent / "cnnctl"
+    if not script.is_file():
+        pytest.skip(f"no installed cnnctl script beside {sys.executable}")
+    done = subprocess.run([str(script), "export", str(run), "--format", "tflite", "--quantize",
+                           "int8", "--out", str(tmp_path / "m.tflite")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"written: {tmp_path / 'm.tflite'}" and len(lines) == 2
+    assert lines[1].startswith("parity on 64 images: largest probability difference ")

@@ -202,6 +202,7 @@ def test_curves_of_one_epoch_read_well(tmp_path):
     loss_ax, accuracy_ax = plots.curves_figure(csv).axes
     # one dot in a unit-wide axis around epoch 1, values from 0; accuracy up to 1
     assert loss_ax.get_xlim() == (0.5, 1.5) and accuracy_ax.get_xlim() == (0.5, 1.5)
+    assert list(loss_ax.get_xticks()) == [1] and list(accuracy_ax.get_xticks()) == [1]
     assert loss_ax.get_ylim() == (0, 0.55 * 1.25)
     assert accuracy_ax.get_ylim() == (0, 1.05)
     # the figures are written beside their points
