@@ -209,6 +209,10 @@ step "cnnctl export RUN --format tflite --out model.tflite" 0 \
 need_file "$S/model.tflite"
 verdict
 
+step "cnnctl runs SCRATCH (the run just used)" 0 "$CNNCTL" runs "$S"
+need_output "finished"
+verdict
+
 step "cnnctl schema > schema.json" 0 "$CNNCTL" schema
 cp "$out" "$S/schema.json"
 need_json "$S/schema.json" "isinstance(doc, dict) and 'properties' in doc"
