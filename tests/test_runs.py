@@ -71,7 +71,7 @@ def test_a_finished_run_keeps_the_model_without_optimizer_state_and_no_backup(tm
     files = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
     assert files == ["checkpoints/best.keras", "checkpoints/last.keras", "class_names.json",
                      "config.yaml", "curves.png", "environment.json", "history.csv",
-                     "metrics.json"]
+                     "metrics.json", "source_config.yaml"]
     best = run / "checkpoints" / "best.keras"
     assert h5_groups(best) == ["layers", "vars"]          # no "optimizer" group
     with zipfile.ZipFile(best) as archive:
