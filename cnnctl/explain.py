@@ -24,7 +24,7 @@ from cnnctl.errors import CnnctlError
 METHODS = ("gradcam", "cam")
 
 
-def _network(model: keras.Model) -> tuple[keras.Model, list]:
+def network_of(model: keras.Model) -> tuple[keras.Model, list]:
     """(the network that holds the conv layers, the outer layers applied before it)."""
     nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     if len(nested) == 1 and any(len(l.output.shape) == 4 for l in nested[0].layers
@@ -46,7 +46,7 @@ def conv_layer(model: keras.Model, name: str | None = None) -> keras.layers.Laye
     Raises:
         CnnctlError: no such layer, or a layer without a feature map.
     """
-    network, _ = _network(model)
+    network, _ = network_of(model)
     maps = _feature_layers(network)
     if not maps:
         raise CnnctlError("the model has no layer with a feature map (4-D output); Grad-CAM "
@@ -60,7 +60,7 @@ def conv_layer(model: keras.Model, name: str | None = None) -> keras.layers.Laye
     return maps[names.index(name)]
 
 
-def _probe(network: keras.Model, target: keras.layers.Layer) -> keras.Model:
+def probe_model(network: keras.Model, target: keras.layers.Layer) -> keras.Model:
     """network input -> (the target layer's output, the network's output). A Sequential is
     chained anew on a fresh input: the nodes of a loaded one need not belong to its outputs."""
     if not isinstance(network, keras.Sequential):
@@ -73,8 +73,8 @@ def _probe(network: keras.Model, target: keras.layers.Layer) -> keras.Model:
     return keras.Model(inputs, [features, x])
 
 
-def _prepared(model: keras.Model, images: np.ndarray):
-    network, front = _network(model)
+def prepared_input(model: keras.Model, images: np.ndarray):
+    network, front = network_of(model)
     x = keras.ops.convert_to_tensor(images, dtype="float32")
     for layer in front:
         x = layer(x, training=False)
@@ -99,8 +99,8 @@ def gradcam(model: keras.Model, images: np.ndarray, layer: str | None = None,
     import tensorflow as tf
 
     target = conv_layer(model, layer)
-    network, x = _prepared(model, images)
-    probe = _probe(network, target)
+    network, x = prepared_input(model, images)
+    probe = probe_model(network, target)
     with tf.GradientTape() as tape:
         maps, probs = probe(x, training=False)
         chosen = (np.argmax(probs.numpy(), axis=-1) if class_index is None
@@ -122,7 +122,7 @@ def cam(model: keras.Model, images: np.ndarray,
     Raises:
         CnnctlError: the network does not end that way.
     """
-    network, x = _prepared(model, images)
+    network, x = prepared_input(model, images)
     layers = [l for l in network.layers if not isinstance(l, keras.layers.InputLayer)]
     tail = [l for l in layers if not isinstance(l, (keras.layers.Dropout, keras.layers.Activation))]
     if len(tail) < 3 or not isinstance(tail[-1], keras.layers.Dense) or \
@@ -130,7 +130,7 @@ def cam(model: keras.Model, images: np.ndarray,
         raise CnnctlError("--method cam needs a network that ends in global_avg_pool2d and one "
                           "dense layer; use --method gradcam for this one")
     pool = tail[-2]
-    probe = (_probe(network, layers[layers.index(pool) - 1])
+    probe = (probe_model(network, layers[layers.index(pool) - 1])
              if isinstance(network, keras.Sequential)
              else keras.Model(network.inputs, [pool.input, network.outputs[0]]))
     maps, probs = probe(x, training=False)
@@ -157,8 +157,8 @@ def figure(image: np.ndarray, heat: np.ndarray, title: str):
     """Original, heat map and overlay side by side."""
     from cnnctl import plots
 
-    fig = plots._figure(9, 3.4)
-    shown, kwargs = plots._displayable(image)
+    fig = plots.new_figure(9, 3.4)
+    shown, kwargs = plots.displayable(image)
     big = upsample(heat[None], image.shape[0], image.shape[1])[0]
     for i, caption in enumerate(("image", "heat map", "overlay")):
         ax = fig.add_subplot(1, 3, i + 1)
@@ -194,7 +194,7 @@ def run(path, inputs: list[str], *, method: str = "gradcam", layer: str | None =
     Raises:
         CnnctlError: unknown method, a model or layer that does not fit it, nothing readable.
     """
-    from cnnctl import evaluate, images as images_lib, plots, predict
+    from cnnctl import plots, predict, trained
 
     if method not in METHODS:
         raise CnnctlError(f"--method {method}: choose gradcam or cam")
@@ -203,15 +203,14 @@ def run(path, inputs: list[str], *, method: str = "gradcam", layer: str | None =
                           "global average pooling")
     out = outputs.check_folder(Path(out), "--out", "explain", _is_explain_png,
                                what="heat-map PNGs")
-    path = Path(path)
-    model = evaluate.load_model(path)
-    names = evaluate.class_names_for(path) or [str(i) for i in range(int(model.output_shape[-1]))]
+    opened = trained.open_model(path)
+    model, names = opened.model, opened.labels()
     files, missing = [], []
     for item in inputs:
         found, why = predict.expand(item)
         files += found
         missing += [(item, why)] if why else []
-    pixels, status = images_lib.load_images(files, tuple(model.input_shape[1:]))
+    pixels, status = opened.load_images(files)
     status += missing
     readable = [p for p, error in status if error is None]
     if not readable:

@@ -21,7 +21,7 @@ OTHER_COLOUR = "lightgray"
 _NOT_METRICS = {"epoch", "loss", "learning_rate", "lr", "epoch_seconds"}
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     # A bare Figure draws with Agg and never touches pyplot's global figure list, so nothing
     # stays open after saving, whatever backend the user's matplotlib is set to.
     from matplotlib.figure import Figure
@@ -103,7 +103,7 @@ def curves_figure(history_csv: Path, monitor: str = "val_loss"):
     second = "accuracy" if "accuracy" in history else (metrics[0] if metrics else None)
     best = best_epoch(history, monitor)
 
-    fig = _figure(11, 4)
+    fig = new_figure(11, 4)
     axes = fig.subplots(1, 2)
     for ax, name in zip(axes, ["loss", second]):
         if name is None:
@@ -174,7 +174,7 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], normaliz
 
     side = min(max(5.0, 0.45 * n + 2.5), 26.0)  # inches; a 100-class matrix still fits a screen
     fontsize = float(np.clip(0.45 * side * 72 / n, 5, 10))  # about half a cell's height in points
-    fig = _figure(side + 1.5, side)
+    fig = new_figure(side + 1.5, side)
     ax = fig.subplots()
     image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else max(1, values.max()),
                       interpolation="nearest")
@@ -224,7 +224,7 @@ def confusion_matrix(matrix: np.ndarray, class_names: list[str], out: Path,
 
 # --- prediction sheet ------------------------------------------------------------------------
 
-def _displayable(image: np.ndarray) -> tuple[np.ndarray, dict]:
+def displayable(image: np.ndarray) -> tuple[np.ndarray, dict]:
     """An HxWxC image (uint8, or float 0..255) as imshow arguments, without autoscaling."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 1:
@@ -248,10 +248,10 @@ def predictions_figure(items: list[dict]):
         raise ValueError("no predictions to plot")
     shown = items[:MAX_PREDICTION_ROWS]
     slots = max(len(item["top"]) for item in shown)  # same bar height in every row
-    fig = _figure(9, 2.2 * len(shown) + (0.4 if len(items) > len(shown) else 0))
+    fig = new_figure(9, 2.2 * len(shown) + (0.4 if len(items) > len(shown) else 0))
     axes = fig.subplots(len(shown), 2, squeeze=False, width_ratios=[1, 2])
     for (image_ax, bar_ax), item in zip(axes, shown):
-        pixels, kwargs = _displayable(item["image"])
+        pixels, kwargs = displayable(item["image"])
         image_ax.imshow(pixels, **kwargs)
         image_ax.set_axis_off()
         true_label = item.get("true_label")

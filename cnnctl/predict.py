@@ -33,23 +33,13 @@ def run(path, inputs: list[str], *, top_k: int = 3, plot=None, batch_size: int =
     """
     from pathlib import Path
 
-    from cnnctl import evaluate, outputs, runs
+    from cnnctl import outputs, trained
 
     if plot is not None:  # before the model loads: a refusal costs nothing
         outputs.check_file(Path(plot), "--plot", "predict",
                            lambda p: outputs.is_png_of(p, "predict"), what="a prediction sheet (PNG)")
-    path = Path(path)
-    model = evaluate.load_model(path)
-    class_names = evaluate.class_names_for(path)
-    color_mode = None
-    for run_dir in (path, path.parent.parent):
-        if (run_dir / runs.CONFIG).is_file():
-            try:
-                config = runs.load_config(run_dir).config
-            except CnnctlError:
-                break  # the model alone still predicts; only a grayscale override is lost
-            color_mode = config.data.color_mode if config.data else None
-            break
+    opened = trained.open_model(path)
+    model, class_names, color_mode = opened.model, opened.class_names, opened.color_mode
     results = predict(model, class_names, inputs, top_k, batch_size, color_mode)
     if plot is not None:
         from cnnctl import plots
@@ -57,8 +47,7 @@ def run(path, inputs: list[str], *, top_k: int = 3, plot=None, batch_size: int =
         shown = [r for r in results if "top" in r][:plots.MAX_PREDICTION_ROWS]
         if not shown:
             raise CnnctlError(f"--plot {plot}: none of the images could be read; nothing to plot")
-        pixels, _ = images.load_images([r["path"] for r in shown],
-                                       tuple(model.input_shape[1:]), color_mode)
+        pixels, _ = opened.load_images([r["path"] for r in shown])
         outputs = int(model.output_shape[-1])
         names = class_names or [str(i) for i in range(2 if outputs == 1 else outputs)]
         plots.predictions([{**r, "image": image, "true_label": true_label(r["path"], names)}

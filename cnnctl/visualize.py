@@ -30,7 +30,7 @@ def filters_figure(layer: keras.layers.Layer):
 
     kernel = keras.ops.convert_to_numpy(layer.kernel)  # [kh, kw, in, out]
     rows, cols = _grid(kernel.shape[-1])
-    fig = plots._figure(1.1 * cols, 1.1 * rows + 0.4)
+    fig = plots.new_figure(1.1 * cols, 1.1 * rows + 0.4)
     for i in range(kernel.shape[-1]):
         tile = kernel[..., i]
         tile = tile if tile.shape[-1] == 3 else tile.mean(axis=-1)
@@ -47,10 +47,10 @@ def feature_maps(model: keras.Model, image: np.ndarray) -> dict[str, np.ndarray]
     """Layer name -> the feature maps [h, w, channels] of every conv layer for one image."""
     from cnnctl import explain
 
-    network, x = explain._prepared(model, image[None])
+    network, x = explain.prepared_input(model, image[None])
     maps = {}
     for layer in _convs(network):
-        probe = explain._probe(network, layer)
+        probe = explain.probe_model(network, layer)
         maps[layer.name] = keras.ops.convert_to_numpy(probe(x, training=False)[0])[0]
     return maps
 
@@ -60,7 +60,7 @@ def maps_figure(name: str, maps: np.ndarray):
 
     shown = min(maps.shape[-1], MAX_MAPS)
     rows, cols = _grid(shown)
-    fig = plots._figure(1.3 * cols, 1.3 * rows + 0.4)
+    fig = plots.new_figure(1.3 * cols, 1.3 * rows + 0.4)
     for i in range(shown):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(maps[..., i], cmap="viridis")
@@ -79,18 +79,19 @@ def run(path, image: str | None = None, out: Path = Path("visualize")) -> tuple[
     Raises:
         CnnctlError: the model has no conv layer, or the image cannot be read.
     """
-    from cnnctl import evaluate, explain, images, plots
+    from cnnctl import explain, plots, trained
 
     out = outputs.check_folder(Path(out), "--out", "visualize",
                                lambda p: outputs.is_png_of(p, "visualize"), what="PNGs")
-    model = evaluate.load_model(Path(path))
-    network, _ = explain._network(model)
+    opened = trained.open_model(path)
+    model = opened.model
+    network, _ = explain.network_of(model)
     convs = _convs(network)
     if not convs:
         raise CnnctlError(f"{path}: the model has no conv2d layer; there are no filters to show")
     pixels = None
     if image is not None:  # before anything is written
-        pixels, status = images.load_images([image], tuple(model.input_shape[1:]))
+        pixels, status = opened.load_images([image])
         if status[0][1] is not None:
             raise CnnctlError(f"--image {image}: {status[0][1]}")
     written = [plots.save(filters_figure(convs[0]), out / "filters.png", "visualize")]
