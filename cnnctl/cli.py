@@ -367,6 +367,9 @@ def schema() -> None:
 
 @app.callback(invoke_without_command=True)
 def main(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False) -> None:
+    from cnnctl import messages
+
+    messages.to_terminal()  # the messages of the modules below, on this invocation's streams
     if version:
         from cnnctl import __version__
 

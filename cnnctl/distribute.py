@@ -18,6 +18,7 @@ import os
 import re
 from pathlib import Path
 
+from cnnctl import messages
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError, ConfigValueError
 
@@ -153,8 +154,8 @@ def _multi_worker(backend: str) -> Plan:
 
     _fix_keras_multi_worker()
     members = [*cluster.get("chief", []), *cluster.get("worker", [])]
-    print(f"distribute: multi_worker, this is {kind} {index} of {len(members)} workers "
-          f"({', '.join(members)}); waiting for every one of them to connect", flush=True)
+    messages.say(f"distribute: multi_worker, this is {kind} {index} of {len(members)} workers "
+             f"({', '.join(members)}); waiting for every one of them to connect")
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     except RuntimeError as e:  # "Collective ops must be configured at program startup"

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from cnnctl.backend import keras
+from cnnctl.messages import say
 
 
 class Progress(keras.callbacks.Callback):
@@ -36,7 +37,8 @@ class Progress(keras.callbacks.Callback):
         self.done = self.offset
         if self.epochs > 1:
             resumed = f" (resumed at step {self.offset})" if self.offset else ""
-            print(f"Epoch {epoch + 1}/{self.epochs}{resumed}", flush=True)
+            sys.stdout.flush()  # after Keras's own progress output
+            say(f"Epoch {epoch + 1}/{self.epochs}{resumed}")
 
     def on_train_batch_end(self, batch, logs=None):
         self.done = self.offset + batch + 1
@@ -46,7 +48,8 @@ class Progress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.bar.update(self.done, list((logs or {}).items()), finalize=True)
         if self.done < self.steps:
-            print(f"epoch {epoch + 1} stopped after step {self.done} of {self.steps}", flush=True)
+            sys.stdout.flush()
+            say(f"epoch {epoch + 1} stopped after step {self.done} of {self.steps}")
         self.offset = 0
 
 

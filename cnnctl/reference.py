@@ -102,5 +102,7 @@ def markdown() -> str:
     return "\n".join(out)
 
 
-if __name__ == "__main__":
-    print(markdown())
+if __name__ == "__main__":  # python -m cnnctl.reference > docs/...: a script of its own
+    import sys
+
+    sys.stdout.write(markdown() + "\n")

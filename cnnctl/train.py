@@ -14,7 +14,7 @@ from cnnctl import checkpoints
 from cnnctl import config as config_lib
 from cnnctl import data as data_lib
 from cnnctl import distribute
-from cnnctl import logs
+from cnnctl import logs, messages
 from cnnctl import model as model_lib
 from cnnctl import optim
 from cnnctl import runs
@@ -233,8 +233,8 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
                 _truncate_history(path / runs.HISTORY, state["epoch"])
             else:
                 path = _scratch_run(loaded, scratch, resumed=run_dir)
-            print(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']} "
-                  f"(backup {model_file.name})", flush=True)
+            messages.say(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']} "
+                     f"(backup {model_file.name})")
         elif scratch is None:
             path = runs.create(loaded, run_dir)
             runs.write_json(path / runs.ENVIRONMENT, {**runs.environment(), "distribute": {
@@ -246,7 +246,7 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
             path = _scratch_run(loaded, scratch)
         epoch, step = state.get("epoch", 0), state.get("step", 0)
         if spread.replicas > 1:
-            print(_spread_line(spread, scaled, path), flush=True)
+            messages.say(_spread_line(spread, scaled, path))
         _report_data(splits)
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
@@ -380,7 +380,7 @@ def _resumable(loaded: config_lib.LoadedConfig, run_dir: Path) -> tuple[dict, Pa
                           f"config ({run_dir / runs.CONFIG}) or start a new run")
     found = checkpoints.latest_backup(run_dir)
     for problem in (found[2] if found else []):
-        print(problem, file=sys.stderr, flush=True)
+        messages.warn(problem)
     if not found or not found[0]:
         raise CnnctlError(f"{run_dir}: no usable backup in {run_dir / checkpoints.BACKUP_DIR} "
                           "(the run stopped before its first backup); start a new run")
@@ -451,10 +451,10 @@ def _number(text: str) -> float | None:
 
 def _report_data(splits) -> None:
     counts = ", ".join(f"{k} {v:,}" for k, v in splits.counts.items() if v)
-    print(f"data: {counts} images, {len(splits.class_names)} classes", flush=True)
+    messages.say(f"data: {counts} images, {len(splits.class_names)} classes")
     if len(splits.class_names) <= 20:
         for split, per_class in splits.class_counts.items():
             if per_class:
-                print(f"  {split}: " + ", ".join(f"{c} {n:,}" for c, n in per_class.items()), flush=True)
+                messages.say(f"  {split}: " + ", ".join(f"{c} {n:,}" for c, n in per_class.items()))
     for path, reason in splits.skipped:
-        print(f"  skipped {path}: {reason}", flush=True)
+        messages.say(f"  skipped {path}: {reason}")

@@ -66,3 +66,38 @@ def test_history_of_a_run_started_before_epochs_counted_from_1_stays_consistent(
     logs.HistoryCSV(tmp_path / "history.csv").on_epoch_end(1, {"loss": 0.25})
     assert (tmp_path / "history.csv").read_text() == "epoch,loss\n0,0.5\n1,0.25\n"
     assert logs.first_epoch([{"epoch": "0"}]) == 0 and logs.first_epoch([{"epoch": "1"}]) == 1
+
+
+def test_messages_from_below_the_cli_reach_the_terminal_only_through_the_cli(capsys):
+    import logging
+
+    from cnnctl import messages
+
+    logger = messages.LOGGER
+    saved = logger.handlers[:], logger.level, logger.propagate
+    try:
+        logger.handlers[:], logger.propagate = [], True
+        logger.setLevel(logging.NOTSET)
+        messages.say("as a library: not shown")
+        assert capsys.readouterr().out == ""
+        messages.to_terminal()  # what the CLI does before each command
+        messages.say("data: train 10 images")
+        messages.warn("backup-1 is damaged; using backup-0")
+        shown = capsys.readouterr()
+        assert shown.out == "data: train 10 images\n"
+        assert shown.err == "backup-1 is damaged; using backup-0\n"
+    finally:
+        logger.handlers[:], logger.propagate = saved[0], saved[2]
+        logger.setLevel(saved[1])
+
+
+def test_nothing_below_the_cli_calls_print():
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "cnnctl"
+    calls = [f"{path.name}:{node.lineno}" for path in sorted(package.rglob("*.py"))
+             if path.name != "cli.py"
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"]
+    assert calls == []
