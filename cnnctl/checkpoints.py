@@ -18,7 +18,6 @@ import contextlib
 import errno
 import json
 import math
-import os
 import signal
 from pathlib import Path
 
@@ -49,24 +48,21 @@ def atomic_save(model: keras.Model, path: Path, optimizer_state: bool = True) ->
     Raises:
         CheckpointWriteError: the file could not be written (the previous one is kept).
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
-    try:
+    from cnnctl import outputs
+
+    def save(tmp: Path) -> None:
         with contextlib.nullcontext() if optimizer_state else _uncompiled(model):
             model.save(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)  # whatever stopped the writing (a full disk, a lost worker)
-        if not isinstance(e, OSError):
-            raise
-        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
-        raise CheckpointWriteError(
-            f"{path}: {'disk full' if full else e.strerror or e} while writing the checkpoint; "
-            f"the previous {path.name} (if any) is kept. "
-            + ("Free some space, then resume the run." if full else "Check the folder, then resume.")
-        ) from None
+
+    outputs.write_file(Path(path), save, sync=True, error=_write_error)
+
+
+def _write_error(path: Path, e: OSError) -> CheckpointWriteError:
+    full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+    return CheckpointWriteError(
+        f"{path}: {'disk full' if full else e.strerror or e} while writing the checkpoint; "
+        f"the previous {path.name} (if any) is kept. "
+        + ("Free some space, then resume the run." if full else "Check the folder, then resume."))
 
 
 @contextlib.contextmanager
@@ -93,17 +89,14 @@ def load_weights(model: keras.Model, path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointWriteError(f"{path}: {e.strerror or e} while writing; the previous file "
-                                   "is kept") from None
+    """A backup's text file, flushed to the disk and renamed into place."""
+    from cnnctl import outputs
+
+    def error(path: Path, e: OSError) -> CheckpointWriteError:
+        return CheckpointWriteError(f"{path}: {e.strerror or e} while writing; the previous file "
+                                    "is kept")
+
+    outputs.write_file(Path(path), lambda tmp: tmp.write_text(text), sync=True, error=error)
 
 
 def seed_states(model: keras.Model) -> list[list[int]]:

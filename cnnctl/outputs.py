@@ -210,12 +210,21 @@ def _check_parent(path: Path, named: str) -> None:
 
 # --------------------------------------------------------------------------- writing atomically
 def _temporary(path: Path, tag: str) -> Path:
-    return path.parent / f".{path.name}.{tag}-{os.getpid()}"
+    # the suffix stays last: Keras saves only to a name ending in .keras
+    return path.parent / f".{path.stem}.{tag}-{os.getpid()}{path.suffix}"
 
 
-def write_file(path: Path, write: Callable[[Path], object]) -> Path:
+def write_file(path: Path, write: Callable[[Path], object], *, sync: bool = False,
+               error: "Callable[[Path, OSError], Exception] | None" = None) -> Path:
     """Call `write(tmp)` for a temporary file beside `path`, then rename it to `path`: readers
-    see the old file or the whole new one, and a write that fails leaves the old file.
+    see the old file or the whole new one, and a write that fails, or is interrupted, leaves the
+    old file. The one atomic writer of cnnctl: outputs, run files and checkpoints.
+
+    Args:
+        sync: flush the file to the disk before the rename (checkpoints: a power cut leaves the
+            old file or the whole new one).
+        error: the exception to raise for an OSError (default: a CnnctlError saying what is
+            kept and what to do).
 
     Raises:
         CnnctlError: the file system refused the write (full, read-only, ...).
@@ -225,9 +234,12 @@ def write_file(path: Path, write: Callable[[Path], object]) -> Path:
     tmp = _temporary(path, "tmp")
     try:
         write(tmp)
+        if sync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        raise _not_written(path, e) from None
+        raise (error or _not_written)(path, e) from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()

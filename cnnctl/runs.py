@@ -105,14 +105,14 @@ def write_config(path: Path, config: config_lib.Config) -> None:
 
     Written to a temporary file renamed into place, so config.yaml is never half written.
     """
+    from cnnctl import outputs
+
     data = config.model_dump(mode="json")
-    tmp = path / f".{CONFIG}.tmp-{os.getpid()}"
-    try:
-        tmp.write_text("# resolved config of this run; `cnnctl train` reads it as is\n"
-                       + yaml.safe_dump(data, sort_keys=False))
-        os.replace(tmp, path / CONFIG)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = "# resolved config of this run; `cnnctl train` reads it as is\n" + yaml.safe_dump(
+        data, sort_keys=False)
+    # the OSError itself: `create` turns it into its message and removes what it made
+    outputs.write_file(path / CONFIG, lambda tmp: tmp.write_text(text, encoding="utf-8"),
+                       error=lambda _, e: e)
 
 
 def write_source_config(path: Path, loaded: config_lib.LoadedConfig) -> None:
@@ -125,7 +125,8 @@ def write_source_config(path: Path, loaded: config_lib.LoadedConfig) -> None:
     header = f"# {loaded.file}, as written" + (
         "; run with " + " ".join(f"--set {item}" for item in loaded.overrides)
         if loaded.overrides else "") + " (the resolved config is config.yaml)\n"
-    outputs.write_text(path / SOURCE_CONFIG, header + loaded.text)
+    outputs.write_file(path / SOURCE_CONFIG, lambda tmp: tmp.write_text(
+        header + loaded.text, encoding="utf-8"), error=lambda _, e: e)
 
 
 def write_json(path: Path, data) -> None:
