@@ -64,7 +64,8 @@ def test_mirrored_on_two_logical_cpu_devices(config, tmp_path):
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from cnnctl import config as config_lib, train as train_lib
+from cnnctl import config as config_lib, messages, train as train_lib
+messages.to_terminal()  # as the CLI does: train's own lines on stdout
 loaded = config_lib.load({str(config)!r}, ["train.distribute=mirrored", "train.scale_lr_with_replicas=true"])
 train_lib.train(loaded, {str(run)!r}, verbose=2)
 """
