@@ -38,8 +38,8 @@ def keras_pipeline(train_dir: str, batch_size: int, seed: int):
 
 def cnnctl_pipeline(train_dir: str, batch_size: int, seed: int):
     """(setup seconds, epoch -> dataset) of cnnctl's training stream."""
-    from cnnctl import config as config_lib
-    from cnnctl import data as data_lib
+    from cnnctl.config import schema as config_lib
+    from cnnctl.data import load as data_lib
 
     cfg = config_lib.Config.model_validate({
         "model": {"input_shape": list(SHAPE), "layers": [

@@ -85,10 +85,10 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Validate a config and build its model without data: per-layer shapes, params, FLOPs."""
-    from cnnctl import config as config_lib
+    from cnnctl.config import schema as config_lib
 
     loaded = config_lib.load(config, set_)  # config errors come before the seconds Keras takes to import
-    from cnnctl import summary
+    from cnnctl.model import summary
 
     info = summary.describe(loaded)
     if as_json:
@@ -119,13 +119,13 @@ def train(
     An unfinished run of the same, unchanged config is resumed automatically, in run.dir or
     at --run-dir (see --new).
     """
-    from cnnctl import config as config_lib
+    from cnnctl.config import schema as config_lib
     from cnnctl import runs
 
     loaded = config_lib.load(config, set_)
     if workers is not None or worker_index is not None:
         _set_cluster(loaded, workers, worker_index)
-    from cnnctl import train as train_lib  # TensorFlow: only once the config is known good
+    from cnnctl.train import fit as train_lib  # TensorFlow: only once the config is known good
     if resume is None and not new:
         resume = runs.find_unfinished(loaded) if run_dir is None else (
             run_dir if runs.is_unfinished(run_dir, loaded.config) else None)
@@ -150,7 +150,7 @@ def train(
 
 def _set_cluster(loaded, workers: str | None, index: int | None) -> None:
     """--workers / --worker-index: the TF_CONFIG of this worker of a multi_worker run."""
-    from cnnctl import distribute
+    from cnnctl.train import distribute
 
     if workers is None or index is None:
         given, missing = ("--workers", "--worker-index") if index is None else ("--worker-index", "--workers")
@@ -180,7 +180,7 @@ def eval_(
 ) -> None:
     """Accuracy, loss, per-class precision/recall/F1 and confusion matrix of a checkpoint."""
     path = _run_of(path)
-    from cnnctl import evaluate
+    from cnnctl.use import evaluate
 
     report, class_names, written = evaluate.run(path, split=split, data_dir=data, tta=tta)
     if as_json:
@@ -203,7 +203,7 @@ def predict(
 ) -> None:
     """Top-k classes of images, preprocessed exactly as in training."""
     path = _run_of(path)
-    from cnnctl import predict as predict_lib
+    from cnnctl.use import predict as predict_lib
 
     results = predict_lib.run(path, images, top_k=top_k, plot=plot)
     if as_json:
@@ -232,7 +232,7 @@ def explain(
 ) -> None:
     """Class-activation heat maps: each image, its heat map and the overlay, with the class."""
     path = _run_of(path)
-    from cnnctl import explain as explain_lib
+    from cnnctl.use import explain as explain_lib
 
     for r in explain_lib.run(path, images, method=method, layer=layer, out=out):
         if "error" in r:
@@ -256,7 +256,7 @@ def export_(
     """Export with Keras's exporters (preprocessing included: raw 0-255 images in), then check
     the exported model against the Keras one with its own runtime."""
     path = _run_of(path)
-    from cnnctl import export as export_lib
+    from cnnctl.use import export as export_lib
 
     written, check = export_lib.run(path, fmt, out, quantize=quantize, images=images, force=force)
     print(f"written: {written}")
@@ -275,7 +275,7 @@ def visualize(
 ) -> None:
     """First-layer filters, feature maps of one image, the model diagram."""
     path = _run_of(path)
-    from cnnctl import visualize as visualize_lib
+    from cnnctl.use import visualize as visualize_lib
 
     written, notes = visualize_lib.run(path, image, out)
     for file in written:
@@ -296,7 +296,7 @@ def report(
 ) -> None:
     """One self-contained HTML page of a run: metrics, curves, confusion matrix, mistakes, maps."""
     run_dir = _run_of(run_dir)
-    from cnnctl import report as report_lib
+    from cnnctl.use import report as report_lib
 
     print(f"written: {report_lib.run(run_dir, out, limit=limit)}")
 
@@ -345,10 +345,11 @@ def data_check(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Images per class and split, sizes and modes, unreadable files, duplicates across splits."""
-    from cnnctl import config as config_lib
+    from cnnctl.config import schema as config_lib
 
     loaded = config_lib.load(config, set_)
-    from cnnctl import datacheck, logs
+    from cnnctl.data import check as datacheck
+    from cnnctl.train import logs
 
     report = datacheck.check(loaded, progress=logs.FileCheckProgress(sys.stderr))
     if as_json:
@@ -360,7 +361,7 @@ def data_check(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of config files (for editors: yaml-language-server)."""
-    from cnnctl import config as config_lib
+    from cnnctl.config import schema as config_lib
 
     print(json.dumps(config_lib.json_schema(), indent=2))
 

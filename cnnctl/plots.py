@@ -46,7 +46,7 @@ def _read_history(history_csv: Path) -> dict[str, list[float]]:
     """Columns of a history.csv as float lists ("NA" and blanks become NaN), epochs counted
     from 1 whatever the file counts from (files of older runs count from 0); a column with no
     value at all (e.g. a validation metric of a run without a validation split) is left out."""
-    from cnnctl import logs
+    from cnnctl.train import logs
 
     path = Path(history_csv)
     if not path.is_file():
@@ -80,7 +80,7 @@ def best_epoch(history: dict[str, list[float]], monitor: str) -> tuple[int, str]
     """The epoch (counted from 1) whose `monitor` value picked best.keras, and the column it was
     read from: `monitor` itself, or its training counterpart when the run had no validation
     split (`val_loss` -> `loss`, as training does). None when neither column has a value."""
-    from cnnctl import checkpoints
+    from cnnctl.train import checkpoints
 
     for column in (monitor, monitor.removeprefix("val_")):
         values = np.asarray(history.get(column, []), dtype=float)
@@ -94,7 +94,7 @@ def curves_figure(history_csv: Path, monitor: str = "val_loss"):
     """Build the loss and accuracy figure of a history.csv (see `curves`)."""
     from matplotlib.ticker import MaxNLocator
 
-    from cnnctl import checkpoints
+    from cnnctl.train import checkpoints
 
     history = _read_history(history_csv)
     epochs = history["epoch"]

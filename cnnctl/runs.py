@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from cnnctl import __version__
-from cnnctl import config as config_lib
+from cnnctl.config import schema as config_lib
 from cnnctl.errors import CnnctlError
 
 CONFIG = "config.yaml"

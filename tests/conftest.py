@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cnnctl import config as config_lib
-from cnnctl import model as model_lib
+from cnnctl.config import schema as config_lib
+from cnnctl.model import build as model_lib
 
 
 @pytest.fixture

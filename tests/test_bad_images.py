@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnctl import images
+from cnnctl.data import images
 from cnnctl.cli import app
 from conftest import SHARED_DATA
 

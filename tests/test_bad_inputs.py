@@ -199,7 +199,7 @@ def test_full_disk_while_writing_last_checkpoint_keeps_the_previous_one(tmp_path
     epoch 1's last.keras is still there, whole and loadable; no results are written."""
     from keras.src.saving import saving_lib
 
-    from cnnctl import evaluate
+    from cnnctl.use import evaluate
 
     last = tmp_path / "run" / "checkpoints" / "last.keras"
     save = saving_lib.save_model  # model.save and keras.saving.save_model both end here

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cnnctl.cli import app
-from cnnctl.config import TrainConfig
-from cnnctl.layer_specs import LAYER_SPECS
+from cnnctl.config.schema import TrainConfig
+from cnnctl.config.layer_specs import LAYER_SPECS
 
 MNIST_CNN = """\
 # A small CNN on MNIST (93,322 params): cnnctl check mnist.yaml
@@ -285,7 +285,7 @@ def test_help_is_fast_and_does_not_load_keras():
     assert proc.returncode == 0, proc.stderr
     assert "check" in proc.stdout and "schema" in proc.stdout
     assert elapsed < 1.5
-    code = ("import sys, cnnctl.cli, cnnctl.config; "
+    code = ("import sys, cnnctl.cli, cnnctl.config.schema; "
             "heavy = [m for m in ('keras', 'tensorflow') if m in sys.modules]; "
             "assert not heavy, heavy")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

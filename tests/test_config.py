@@ -2,9 +2,9 @@
 
 import pytest
 
-from cnnctl import config as config_lib
+from cnnctl.config import schema as config_lib
 from cnnctl.errors import CnnctlError, ConfigError
-from cnnctl.layer_specs import LAYER_SPECS, Conv2D
+from cnnctl.config.layer_specs import LAYER_SPECS, Conv2D
 
 SMALL = """
 model:
@@ -424,7 +424,7 @@ def test_set_value_that_is_not_yaml_is_text(write_yaml):
 def test_did_you_mean_ignores_case_and_keras_spellings():
     from typing import get_args
 
-    from cnnctl.layer_specs import Activation, Initializer
+    from cnnctl.config.layer_specs import Activation, Initializer
 
     assert config_lib.did_you_mean("Relu", get_args(Activation)) == " (did you mean 'relu'?)"
     assert config_lib.did_you_mean("LeakyReLU", get_args(Activation)) == " (did you mean 'leaky_relu'?)"

@@ -81,7 +81,7 @@ def test_a_mistake_through_the_executable_is_one_line_and_exit_2(tmp_path):
 
 
 def test_onnx_without_the_export_extra_names_the_extra(monkeypatch):
-    from cnnctl import export
+    from cnnctl.use import export
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -94,7 +94,7 @@ def test_onnx_without_the_export_extra_names_the_extra(monkeypatch):
 
 
 def test_the_diagram_without_pydot_or_graphviz_names_what_to_install(monkeypatch):
-    from cnnctl import visualize
+    from cnnctl.use import visualize
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -119,7 +119,7 @@ def test_check_builds_a_pretrained_backbone_without_its_weights(tmp_path):
 
 
 def test_a_failed_weights_download_is_said_in_a_few_words():
-    from cnnctl import model
+    from cnnctl.model import build as model
 
     error = Exception("Exception: URL fetch failure on https://storage.googleapis.com/tensorflow/"
                       "keras-applications/mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_"

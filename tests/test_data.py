@@ -1,4 +1,4 @@
-"""cnnctl.data, cnnctl.sources, cnnctl.images: every source on small real data."""
+"""cnnctl.data.load, cnnctl.data.sources, cnnctl.data.images: every source on small real data."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from cnnctl import data as data_lib
-from cnnctl import images
+from cnnctl.data import load as data_lib
+from cnnctl.data import images
 from cnnctl.backend import keras
-from cnnctl.config import AugmentationConfig, Config, Preprocessing
+from cnnctl.config.schema import AugmentationConfig, Config, Preprocessing
 from cnnctl.errors import CnnctlError
 
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -138,10 +138,10 @@ def test_npz_shipped_fashion_mnist_small():
     assert sum(splits.class_counts["train"].values()) == 6000
     x, y = collect(splits.test)
     assert x.shape == (1000, 28, 28, 1) and y.shape == (1000,)
-    with np.load(Path(data_lib.__file__).parent / "data" / "fashion_mnist_small.npz") as f:
+    with np.load(Path(data_lib.__file__).parent / "fashion_mnist_small.npz") as f:
         np.testing.assert_array_equal(x[..., 0], f["x_test"])
         np.testing.assert_array_equal(y, f["y_test"])
-    assert (Path(data_lib.__file__).parent / "data" / "fashion_mnist_small.npz").stat().st_size < 4e6
+    assert (Path(data_lib.__file__).parent / "fashion_mnist_small.npz").stat().st_size < 4e6
 
 
 def test_npz_unknown_shipped_name():
@@ -335,7 +335,7 @@ def test_folder_decoded_by_its_check_gives_the_pipeline_pixels(tmp_path, cifar_f
     """With data.cache the check's own decode is the training data: only files that need
     resizing (or TensorFlow's grey conversion) are decoded again, and every pixel equals what
     the per-epoch tf.data decode (data.cache: false) gives."""
-    from cnnctl import tfdata
+    from cnnctl.data import tfdata
 
     for folder in ("a", "b"):
         odd_images(tmp_path / "train" / folder)

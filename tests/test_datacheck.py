@@ -1,4 +1,4 @@
-"""cnnctl.datacheck (`cnnctl data check`): per-source reports that count exactly what training
+"""cnnctl.data.check (`cnnctl data check`): per-source reports that count exactly what training
 sees, and duplicates found by hashing image bytes."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cnnctl import data as data_lib
-from cnnctl import datacheck
+from cnnctl.data import load as data_lib
+from cnnctl.data import check as datacheck
 from cnnctl.cli import app
-from cnnctl.config import Config
+from cnnctl.config.schema import Config
 from cnnctl.errors import CnnctlError
 
 runner = CliRunner()
@@ -27,7 +27,7 @@ def make_config(data: dict, input_shape=(28, 28, 1), seed: int = 1) -> Config:
 
 
 def loaded_counts(config: Config) -> dict:
-    """Images per class and split as `cnnctl.data.load` (training) gives them."""
+    """Images per class and split as `cnnctl.data.load.load` (training) gives them."""
     splits = data_lib.load(config, input_shape=tuple(config.model.input_shape), label_mode="int")
     return {split: per_class for split, per_class in splits.class_counts.items()}
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from cnnctl import config as config_lib
-from cnnctl import distribute
-from cnnctl import evaluate
-from cnnctl import train as train_lib
+from cnnctl.config import schema as config_lib
+from cnnctl.train import distribute
+from cnnctl.use import evaluate
+from cnnctl.train import fit as train_lib
 from cnnctl.cli import app
 from cnnctl.errors import CnnctlError
 from typer.testing import CliRunner
@@ -64,7 +64,9 @@ def test_mirrored_on_two_logical_cpu_devices(config, tmp_path):
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from cnnctl import config as config_lib, messages, train as train_lib
+from cnnctl import messages
+from cnnctl.config import schema as config_lib
+from cnnctl.train import fit as train_lib
 messages.to_terminal()  # as the CLI does: train's own lines on stdout
 loaded = config_lib.load({str(config)!r}, ["train.distribute=mirrored", "train.scale_lr_with_replicas=true"])
 train_lib.train(loaded, {str(run)!r}, verbose=2)
@@ -336,7 +338,7 @@ def test_a_lockstep_worker_stops_at_once_on_a_signal(tmp_path):
     """multi_worker: a signal must not make one worker write a backup or evaluate on its own."""
     import numpy as np
 
-    from cnnctl import checkpoints
+    from cnnctl.train import checkpoints
     from cnnctl.backend import keras
 
     guard = checkpoints.NanGuard()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnctl import evaluate as ev
+from cnnctl.use import evaluate as ev
 from conftest import SHARED_DATA
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnctl import config as config_lib
-from cnnctl import explain
-from cnnctl import train as train_lib
+from cnnctl.config import schema as config_lib
+from cnnctl.use import explain
+from cnnctl.train import fit as train_lib
 from cnnctl.errors import CnnctlError
 
 CONFIG = """
@@ -67,7 +67,7 @@ def quadrant(heat: np.ndarray) -> int:
 @pytest.mark.slow
 def test_gradcam_and_cam_peak_on_the_square(trained):
     run, x, where = trained
-    from cnnctl import evaluate
+    from cnnctl.use import evaluate
 
     model = evaluate.load_model(run)
     squares = where >= 0
@@ -130,7 +130,7 @@ def test_explain_names_the_layer_in_title_and_file_and_draws_a_colour_bar(traine
 
 def test_explain_errors(trained):
     run, x, _ = trained
-    from cnnctl import evaluate
+    from cnnctl.use import evaluate
 
     model = evaluate.load_model(run)
     with pytest.raises(CnnctlError, match="--layer dense: not a layer with a feature map of this "

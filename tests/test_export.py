@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cnnctl import config as config_lib
-from cnnctl import export
-from cnnctl import train as train_lib
+from cnnctl.config import schema as config_lib
+from cnnctl.use import export
+from cnnctl.train import fit as train_lib
 from cnnctl.cli import app
 from cnnctl.errors import CnnctlError
 from conftest import write_colour_npz
@@ -56,7 +56,7 @@ def test_each_format_passes_its_parity_check(run, tmp_path, fmt, quantize, name)
     assert check.images == 48 and check.ok
     assert check.max_abs_diff <= export.TOLERANCE[quantize][0]
     # the exported file on its own takes raw 0..255 images: same classes as the Keras model
-    from cnnctl import evaluate
+    from cnnctl.use import evaluate
 
     x = np.random.default_rng(1).uniform(0, 255, (5, 16, 16, 3)).astype(np.float32)
     want = evaluate.load_model(run).predict(x, verbose=0)

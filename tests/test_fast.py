@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnctl import arrays
-from cnnctl import config as config_lib
-from cnnctl import evaluate
-from cnnctl import optim
-from cnnctl import sources
-from cnnctl import train as train_lib
+from cnnctl.data import arrays
+from cnnctl.config import schema as config_lib
+from cnnctl.use import evaluate
+from cnnctl.train import optim
+from cnnctl.data import sources
+from cnnctl.train import fit as train_lib
 from cnnctl.backend import keras
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,7 +254,7 @@ def test_weight_ema_is_what_validation_and_checkpoints_see(tmp_path):
                                       "run.keep=[last, backup]"])  # the backup is looked at below
     run = tmp_path / "run"
     metrics = train_lib.train(loaded, run, verbose=0)["metrics"]
-    from cnnctl import data as data_lib
+    from cnnctl.data import load as data_lib
 
     val = data_lib.load(loaded.config, input_shape=(28, 28, 1), label_mode="categorical",
                         splits=("val",)).val
@@ -281,7 +281,8 @@ def test_folder_at_model_size_loads_without_tensorflow(tmp_path, without_tensorf
         pytest.skip("jax is not installed (.ci/run installs it)")
     script = f"""
 import json, sys
-from cnnctl import config as config_lib, data as data_lib
+from cnnctl.config import schema as config_lib
+from cnnctl.data import load as data_lib
 cfg = config_lib.Config.model_validate({{
     "model": {{"input_shape": [32, 32, 3]}},
     "data": {{"source": "folder", "train_dir": {str(cifar_folders / "train")!r},

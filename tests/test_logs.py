@@ -8,7 +8,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from cnnctl import images, logs
+from cnnctl.data import images
+from cnnctl.train import logs
 
 
 class Terminal(io.StringIO):

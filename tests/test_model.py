@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from cnnctl import config as config_lib
-from cnnctl import model as model_lib
-from cnnctl import summary
+from cnnctl.config import schema as config_lib
+from cnnctl.model import build as model_lib
+from cnnctl.model import summary
 from cnnctl.backend import keras
 from cnnctl.errors import ConfigError
-from cnnctl.layer_specs import LAYER_SPECS
-from cnnctl.layers import LAYERS
+from cnnctl.config.layer_specs import LAYER_SPECS
+from cnnctl.model.layers import LAYERS
 
 L = keras.layers
 L2 = keras.regularizers.L2
@@ -535,7 +535,7 @@ MINIMAL_SPECS = {"conv2d": {"filters": 2}, "separable_conv2d": {"filters": 2},
 
 
 def test_keras_layer_names_are_the_classes_each_type_builds():
-    from cnnctl.layer_specs import KERAS_LAYER_NAMES
+    from cnnctl.config.layer_specs import KERAS_LAYER_NAMES
 
     built = {tag: type(LAYERS[tag](LAYER_SPECS[tag].model_validate(
         {"type": tag, **MINIMAL_SPECS.get(tag, {})}), None)) for tag in LAYERS}

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from cnnctl import config as config_lib
-from cnnctl import optim
+from cnnctl.config import schema as config_lib
+from cnnctl.train import optim
 from cnnctl.backend import keras
 
 

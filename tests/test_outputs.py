@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnctl import config as config_lib
-from cnnctl import export as export_lib
+from cnnctl.config import schema as config_lib
+from cnnctl.use import export as export_lib
 from cnnctl import outputs
-from cnnctl import train as train_lib
+from cnnctl.train import fit as train_lib
 from cnnctl.cli import app
 from cnnctl.errors import CnnctlError
 from conftest import write_colour_npz
@@ -270,7 +270,8 @@ def test_explain_writes_one_file_per_image_of_the_same_name(run, tmp_path):
     files = [folder / c / "0001.png" for c in ("cat", "dog", "ship")]
     code, out = invoke(["explain", run, *files, "--out", tmp_path / "maps"])
     assert code == 0, out
-    from cnnctl import evaluate, explain
+    from cnnctl.use import evaluate
+    from cnnctl.use import explain
 
     layer = explain.conv_layer(evaluate.load_model(run)).name
     written = sorted(p.name for p in (tmp_path / "maps").iterdir())

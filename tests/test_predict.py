@@ -1,4 +1,4 @@
-"""cnnctl.predict: top-k labels for files, folders and globs with a real (tiny) Keras model."""
+"""cnnctl.use.predict: top-k labels for files, folders and globs with a real (tiny) Keras model."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnctl import data as data_lib
-from cnnctl import images
-from cnnctl import predict as predict_lib
+from cnnctl.data import load as data_lib
+from cnnctl.data import images
+from cnnctl.use import predict as predict_lib
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError
 

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from cnnctl import config as config_lib
-from cnnctl import reference
-from cnnctl.layer_specs import LAYER_SPECS
+from cnnctl.config import schema as config_lib
+from cnnctl.config import reference
+from cnnctl.config.layer_specs import LAYER_SPECS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -13,7 +13,7 @@ def test_readme_reference_matches_schema():
     text = README.read_text()
     start, end = text.index(reference.BEGIN), text.index(reference.END) + len(reference.END)
     assert text[start:end] == reference.markdown(), (
-        "README.md's config reference is stale: regenerate it with `python -m cnnctl.reference`")
+        "README.md's config reference is stale: regenerate it with `python -m cnnctl.config.reference`")
 
 
 def test_reference_covers_every_section_key_and_layer_type():

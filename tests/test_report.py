@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnctl import config as config_lib
-from cnnctl import evaluate
-from cnnctl import report
-from cnnctl import train as train_lib
+from cnnctl.config import schema as config_lib
+from cnnctl.use import evaluate
+from cnnctl.use import report
+from cnnctl.train import fit as train_lib
 from cnnctl.cli import app
 from cnnctl.errors import CnnctlError
 
@@ -143,7 +143,8 @@ def test_report_opens_in_headless_chromium(run, tmp_path):
 @pytest.mark.optional
 @pytest.mark.slow
 def test_visualize_filters_feature_maps_and_diagram(run, tmp_path):
-    from cnnctl import evaluate, visualize
+    from cnnctl.use import evaluate
+    from cnnctl.use import visualize
 
     model = evaluate.load_model(run)
     image = np.load(Path(__file__).resolve().parents[1] / "cnnctl" / "data" /

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cnnctl import checkpoints
-from cnnctl import config as config_lib
-from cnnctl import data as data_lib
-from cnnctl import train as train_lib
+from cnnctl.train import checkpoints
+from cnnctl.config import schema as config_lib
+from cnnctl.data import load as data_lib
+from cnnctl.train import fit as train_lib
 from cnnctl.backend import keras
 from cnnctl.cli import app
 

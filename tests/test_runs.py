@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnctl import config as config_lib
-from cnnctl import evaluate
+from cnnctl.config import schema as config_lib
+from cnnctl.use import evaluate
 from cnnctl import runs
-from cnnctl import train as train_lib
+from cnnctl.train import fit as train_lib
 from cnnctl.cli import app
 
 runner = CliRunner()

@@ -14,9 +14,9 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnctl import config as config_lib
+from cnnctl.config import schema as config_lib
 from cnnctl import runs
-from cnnctl import train as train_lib
+from cnnctl.train import fit as train_lib
 from cnnctl.cli import app
 
 MNIST_CNN = """

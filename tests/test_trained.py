@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnctl import config as config_lib
-from cnnctl import explain, predict, trained, visualize
-from cnnctl import train as train_lib
+from cnnctl.config import schema as config_lib
+from cnnctl.use import explain
+from cnnctl.use import predict
+from cnnctl.use import trained
+from cnnctl.use import visualize
+from cnnctl.train import fit as train_lib
 
 from conftest import write_colour_npz
 

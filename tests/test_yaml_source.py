@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from cnnctl import yaml_source
+from cnnctl.config import yaml_source
 from cnnctl.errors import ConfigError
 
 

@@ -1,0 +1,105 @@
+"""tf.data pipelines of a data set: the TensorFlow backend's input, and the only one that
+decodes image files (folders, encoded TensorFlow Datasets images) on any backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from cnnctl.data import images
+from cnnctl.data import sources
+from cnnctl.backend import keras  # noqa: F401  (first: silences TensorFlow's start-up noise)
+
+import tensorflow as tf
+
+def pipeline(part: sources.Part, spec, num_classes: int, label_mode: str) -> tf.data.Dataset:
+    """A batched evaluation pipeline of (float32 images 0..255, labels): in order, no augmentation."""
+    autotune = tf.data.AUTOTUNE
+    to_labels = _label_fn(label_mode, num_classes)
+    labels = part.labels.astype(np.int32)
+    if part.images is not None:
+        ds = tf.data.Dataset.from_tensor_slices((part.images, labels)).batch(EVAL_BATCH)
+    else:
+        decode = images.decode_fn(spec, encoded=part.encoded)
+        ds = tf.data.Dataset.from_tensor_slices((part.files, part.native, labels))
+        ds = ds.map(lambda f, native, y: (decode(f, native), y), num_parallel_calls=autotune)
+        ds = ds.batch(EVAL_BATCH)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), to_labels(y)), num_parallel_calls=autotune)
+    return ds.prefetch(autotune)
+
+
+# Evaluation batches: independent of train.batch_size (it changes no result), large enough to
+# keep the per-batch overhead small.
+EVAL_BATCH = 256
+
+
+def _label_fn(label_mode: str, num_classes: int):
+    return {
+        "int": lambda y: y,
+        "categorical": lambda y: tf.one_hot(y, num_classes, dtype=tf.float32),
+        "binary": lambda y: tf.reshape(tf.cast(y, tf.float32), (-1, 1)),
+    }[label_mode]
+
+
+def decode_all(part: sources.Part, spec) -> np.ndarray:
+    """The files of a part decoded at the model's size: uint8 [N, H, W, C], in parallel."""
+    decode = images.decode_fn(spec, encoded=part.encoded)
+    ds = tf.data.Dataset.from_tensor_slices((part.files, part.native))
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(EVAL_BATCH)
+    return np.concatenate(list(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()))
+
+
+def train_stream(part: sources.Part, spec, num_classes: int, label_mode: str, train,
+                 augment: list) -> Callable[[int, int], tf.data.Dataset]:
+    """The training stream as a function of where it starts (epoch, step).
+
+    Each epoch is a permutation drawn from (seed, epoch) with stateless ops, so the stream can
+    be rebuilt at any step of any epoch: that is what makes a resumed run equal to an
+    uninterrupted one. Batches never straddle two epochs.
+    """
+    autotune = tf.data.AUTOTUNE
+    n, batch_size = len(part), train.batch_size
+    seed = tf.constant(train.seed, tf.int64)
+    to_labels = _label_fn(label_mode, num_classes)
+    labels = part.labels.astype(np.int32)
+    def permutation(epoch):
+        noise = tf.random.stateless_uniform([n], seed=tf.stack([seed, tf.cast(epoch, tf.int64)]))
+        return tf.argsort(noise)
+
+    if part.images is not None:
+        def epoch_batches(epoch, start):
+            return tf.data.Dataset.from_tensor_slices(permutation(epoch)[start:]).batch(batch_size)
+
+        def to_batches(indices):
+            arrays = tf.data.Dataset.from_tensors((part.images, labels)).repeat()
+            return tf.data.Dataset.zip(indices, arrays).map(
+                lambda i, xy: (tf.cast(tf.gather(xy[0], i), tf.float32),
+                               to_labels(tf.gather(xy[1], i))), num_parallel_calls=autotune)
+    else:
+        decode = images.decode_fn(spec, encoded=part.encoded)
+        files, native = tf.constant(part.files), tf.constant(part.native)
+
+        def epoch_batches(epoch, start):
+            return (tf.data.Dataset.from_tensor_slices(permutation(epoch)[start:])
+                    .map(lambda i: (decode(tf.gather(files, i), tf.gather(native, i)),
+                                    tf.gather(labels, i)), num_parallel_calls=autotune)
+                    .batch(batch_size))
+
+        def to_batches(batches):
+            return batches.map(lambda x, y: (tf.cast(x, tf.float32), to_labels(y)),
+                               num_parallel_calls=autotune)
+
+    def train_from(epoch: int, step: int) -> tf.data.Dataset:
+        first = epoch_batches(tf.constant(epoch, tf.int64), step * batch_size)
+        rest = tf.data.Dataset.range(epoch + 1, 2**62).flat_map(lambda e: epoch_batches(e, 0))
+        ds = to_batches(first.concatenate(rest))
+        if augment:
+            def apply(x, y):
+                for layer in augment:
+                    x = layer(x, training=True)
+                return x, y
+            ds = ds.map(apply, num_parallel_calls=autotune)
+        return ds.prefetch(autotune)
+
+    return train_from

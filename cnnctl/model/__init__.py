@@ -1,0 +1,1 @@
+"""The Keras model a config describes: layer registry, blocks and graphs, input layers, build, summary."""

@@ -1,0 +1,191 @@
+"""Build the Keras model a config describes: Sequential for plain stacks, functional for graphs."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+
+from cnnctl.config import schema as config_lib
+from cnnctl.model import graph as graph_lib
+from cnnctl.errors import CnnctlError, ConfigError
+from cnnctl.config.yaml_source import format_path
+
+from cnnctl.backend import keras
+
+from cnnctl.model.layers import LAYERS
+
+_SLIDING = {"conv2d", "depthwise_conv2d", "separable_conv2d", "max_pool2d", "avg_pool2d"}
+
+
+@dataclasses.dataclass
+class LayerInfo:
+    """What `cnnctl check` shows of one layer: where it came from and the shapes it saw."""
+
+    layer: keras.layers.Layer
+    type: str
+    input_shapes: list[tuple]
+    output_shape: tuple
+
+
+def build(loaded: config_lib.LoadedConfig) -> keras.Model:
+    """Build the model of a validated config.
+
+    Raises:
+        ConfigError: a reference, name, shape or backbone problem, with its line.
+    """
+    return build_with_info(loaded)[0]
+
+
+def build_with_info(loaded: config_lib.LoadedConfig, *,
+                    pretrained: bool = True) -> tuple[keras.Model, list[LayerInfo]]:
+    """Build the model and say, for each top-level layer, its YAML type and shapes.
+
+    `pretrained=False` leaves a backbone's weights random (same layers and parameter counts):
+    enough to check a config, and needing no weights file or network."""
+    cfg = loaded.config.model
+    infos: list[LayerInfo] = []
+    graph = graph_lib.expand(loaded)
+    inputs = keras.Input(shape=tuple(cfg.input_shape), name=graph_lib.INPUT)
+    tensors = {graph_lib.INPUT: inputs}
+    stack: list[keras.layers.Layer] = []
+    previous = graph_lib.INPUT
+    if cfg.backbone is not None:
+        base = _backbone(loaded, cfg.input_shape, pretrained)
+        # model.layers follow the backbone: for them (and the blocks they use), `input` is its
+        # output, whether named in `inputs` or implied as the first layer's input
+        tensors[base.name] = tensors[graph_lib.INPUT] = base(inputs)
+        stack.append(base)
+        infos.append(LayerInfo(base, f"backbone {cfg.backbone.name}", [tuple(inputs.shape)],
+                               tuple(tensors[base.name].shape)))
+        previous = base.name
+    for node in graph.nodes:
+        layer = LAYERS[node.spec.type](node.spec, node.name)
+        args = [tensors[n] for n in node.inputs]
+        _check_window(loaded, node, args[0].shape)
+        try:
+            tensors[node.name] = layer(args if len(args) > 1 else args[0])
+        except (ValueError, TypeError) as e:
+            if len(cfg.input_shape) == 2 and any(len(a.shape) == 3 for a in args):
+                raise _no_channels(loaded) from None  # Keras: "expected min_ndim=4, found ndim=3"
+            shapes = ", ".join(str(tuple(a.shape[1:])) for a in args)
+            raise ConfigError([loaded.source.issue(node.path, (
+                f"{node.spec.type} {node.name!r} cannot take input of shape {shapes}: "
+                f"{_first_line(e)}") + _block_note(node))]) from None
+        stack.append(layer)
+        infos.append(LayerInfo(layer, node.spec.type, [tuple(a.shape) for a in args],
+                               tuple(tensors[node.name].shape)))
+        previous = node.name
+    if graph.sequential:
+        return keras.Sequential([inputs, *stack], name=cfg.name), infos
+    return keras.Model(inputs, tensors[previous], name=cfg.name), infos
+
+
+def _check_window(loaded, node: graph_lib.Node, shape) -> None:
+    """Refuse a convolution or pooling window that does not fit its input, with the arithmetic."""
+    spec = node.spec
+    if spec.type not in _SLIDING or spec.padding != "valid" or len(shape) != 4:
+        return
+    kernel = spec.pool_size if "pool" in spec.type else spec.kernel_size
+    strides = spec.strides or kernel
+    dilation = getattr(spec, "dilation_rate", (1, 1))
+    for axis, (w, k, st, d) in enumerate(zip(shape[1:3], kernel, strides, dilation)):
+        if w is None:
+            continue
+        k_eff = d * (k - 1) + 1
+        out = math.floor((w - k_eff) / st) + 1
+        if out < 1:
+            dim = ("height", "width")[axis]
+            kname = f"K = {k}" if d == 1 else f"K = {d}*({k}-1)+1"
+            raise ConfigError([loaded.source.issue(node.path, (
+                f"{spec.type} {node.name!r} does not fit its input of shape {tuple(shape[1:])}: "
+                f"output {dim} (W - K + 2P) / S + 1 = ({w} - {k_eff} + 2*0) / {st} + 1 = "
+                f"{(w - k_eff) / st + 1:g} < 1 ({kname}, padding valid); use padding: same, a "
+                "smaller window, or fewer downsampling layers before it") + _block_note(node))])
+
+
+def _no_channels(loaded) -> ConfigError:
+    """`input_shape: [28, 28]`: the image layers need a channel axis."""
+    shape = list(loaded.config.model.input_shape)
+    return loaded.error_at("model.input_shape", (
+        f"images need a channel axis: {shape + [1]} for grayscale or {shape + [3]} for RGB "
+        f"(got {shape})"))
+
+
+def _block_note(node: graph_lib.Node) -> str:
+    return f" [block used at {format_path(node.used_at)}]" if node.used_at else ""
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def download_failure(error: Exception) -> str:
+    """Why keras.utils.get_file could not download, in a few words: the innermost OS error of
+    its message ("... -- [Errno -2] Name or service not known"), else its first line."""
+    line = _first_line(error)
+    cause = re.search(r"\[Errno [^\]]*\]\s*(.+)$", line)
+    if cause:
+        return f"no network: {cause[1].strip()}" if "Name or service" in cause[1] or \
+            "resolution" in cause[1] else cause[1].strip()
+    return line if len(line) <= 120 else line[:117] + "..."
+
+
+def _backbone(loaded, input_shape, pretrained: bool = True) -> keras.Model:
+    """A keras.applications network without its top, with the weights the config asks for
+    (random ones when not `pretrained`)."""
+    spec = loaded.config.model.backbone
+    path = ("model", "backbone")
+    apps = sorted(n for n in dir(keras.applications) if n[:1].isupper())
+    if spec.name not in apps:
+        raise ConfigError([loaded.source.issue(path + ("name",), (
+            f"unknown backbone {spec.name!r}{config_lib.did_you_mean(spec.name, apps)}; "
+            "choose a keras.applications model such as ResNet50, MobileNetV2, EfficientNetB0 "
+            "or VGG16"))])
+    app = getattr(keras.applications, spec.name)
+    weights_file = None
+    weights = spec.weights
+    if weights not in (None, "imagenet"):
+        weights_file = os.path.expanduser(weights)
+        if not os.path.isfile(weights_file):
+            raise ConfigError([loaded.source.issue(path + ("weights",), (
+                f"weights file {weights_file!r} not found; give a path to a weights file, "
+                "`imagenet` or null"))])
+        weights = None
+    if not pretrained:
+        weights, weights_file = None, None
+    try:
+        base = app(include_top=False, weights=weights, input_shape=tuple(input_shape),
+                   pooling=spec.pooling)
+    except ValueError as e:
+        if len(input_shape) == 2:
+            raise _no_channels(loaded) from None
+        raise ConfigError([loaded.source.issue(path, f"{spec.name}: {_first_line(e)}")]) from None
+    except Exception as e:  # keras.utils.get_file raises a bare Exception when it cannot download
+        url = re.search(r"https?://\S+?(?=:?\s|$)", str(e))
+        if not url:
+            raise
+        folder = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "models")
+        fname = url.group(0).rsplit("/", 1)[-1]
+        raise ConfigError([loaded.source.issue(path + ("weights",), (
+            f"imagenet weights for {spec.name} are not in the Keras cache and could not be "
+            f"downloaded ({download_failure(e)}); on a machine with network, download "
+            f"{url.group(0)} and put it at {os.path.join(folder, fname)}, or set weights: null"))]) from None
+    if weights_file:
+        try:
+            base.load_weights(weights_file)
+        except Exception as e:
+            raise ConfigError([loaded.source.issue(path + ("weights",), (
+                f"cannot load weights from {weights_file!r} into {spec.name}: {_first_line(e)}"))]) from None
+    base.trainable = spec.trainable
+    return base
+
+
+def from_file(path, overrides=None) -> tuple[config_lib.LoadedConfig, keras.Model]:
+    """Load a config file and build its model."""
+    loaded = config_lib.load(path, overrides)
+    return loaded, build(loaded)
+
+
+__all__ = ["build", "from_file", "CnnctlError"]

@@ -1,0 +1,1 @@
+"""Training a model: optimizer, schedule and loss, callbacks, checkpoints and resume, distribution."""

@@ -1,0 +1,461 @@
+"""`cnnctl train`: data, model and callbacks from the config, then Keras `fit`, then test."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cnnctl.train import checkpoints
+from cnnctl.config import schema as config_lib
+from cnnctl.data import load as data_lib
+from cnnctl.train import distribute
+from cnnctl import messages
+from cnnctl.train import logs
+from cnnctl.model import build as model_lib
+from cnnctl.train import optim
+from cnnctl import runs
+from cnnctl.backend import keras
+from cnnctl.errors import CnnctlError, ConfigValueError
+
+
+def assemble(loaded: config_lib.LoadedConfig) -> keras.Model:
+    """The model that is trained and saved: augmentation (when placed in the model) and
+    preprocessing in front of the configured network, so a `.keras` file takes raw 0-255 images."""
+    cfg = loaded.config
+    core = model_lib.build(loaded)
+    shape = tuple(cfg.model.input_shape)
+    front = data_lib.front_layers(cfg)
+    if not front and cfg.train.mixed_precision == "off":
+        return core
+    inputs = keras.Input(shape=shape, name="image")
+    x = inputs
+    for layer in front:
+        x = layer(x)
+    x = core(x)
+    if cfg.train.mixed_precision != "off":
+        # the loss is computed in float32 even when the layers run in half precision
+        x = keras.layers.Activation("linear", dtype="float32", name="output_float32")(x)
+    return keras.Model(inputs, x, name=core.name)
+
+
+@contextlib.contextmanager
+def _precision(policy: str):
+    previous = keras.config.dtype_policy()
+    if policy != "off":
+        keras.config.set_dtype_policy(f"mixed_{policy}")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _check_classes(loaded, model: keras.Model, class_names: list[str]) -> None:
+    from cnnctl.model import classes  # the rule `cnnctl check` applies too, before any data is read
+
+    classes.check_output(loaded, model.output_shape[-1], class_names)
+
+
+class Interrupted(CnnctlError):
+    """Training was stopped by a signal after writing a backup."""
+
+
+class NumericalFailure(CnnctlError):
+    """The loss became NaN or infinite."""
+
+    exit_code = 3
+
+
+class _KeepState(keras.callbacks.Callback):
+    """Carries the memory of early stopping and LR-on-plateau across `fit` calls and resumes
+    (Keras resets it in on_train_begin)."""
+
+    FIELDS = ("wait", "best", "cooldown_counter", "stopped_epoch")
+
+    def __init__(self, callbacks: dict, saved: dict | None):
+        super().__init__()
+        self.callbacks, self.saved = callbacks, saved or {}
+
+    def state(self) -> dict:
+        return {name: {f: _plain(getattr(cb, f)) for f in self.FIELDS if hasattr(cb, f)}
+                for name, cb in self.callbacks.items()}
+
+    def on_train_begin(self, logs=None):
+        for name, fields in self.saved.items():
+            for field, value in fields.items():
+                setattr(self.callbacks[name], field, value)
+
+    def on_train_end(self, logs=None):
+        self.saved = self.state()
+
+
+def _plain(value):
+    try:
+        return float(value) if not isinstance(value, int) else value
+    except (TypeError, ValueError):
+        return None
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Adds `epoch_seconds` (wall time of the epoch, validation included) to the logs, so that
+    history.csv records the speed of every epoch."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self.start
+
+
+def _callbacks(cfg: config_lib.Config, run_dir: Path, has_val: bool, steps_per_epoch: int,
+               state: dict, lockstep: bool = False) -> tuple[list, dict]:
+    """The callbacks of a run, in the order they must run, and the ones train() inspects;
+    `lockstep`: one of several multi_worker processes (a signal stops it at once)."""
+    def monitored(name: str) -> str:
+        return name if has_val or not name.startswith("val_") else name[len("val_"):]
+
+    guard = checkpoints.NanGuard()
+    averaged = checkpoints.AveragedWeights() if cfg.optimizer.ema_momentum is not None else None
+    ckpt = checkpoints.Checkpoints(run_dir / runs.CHECKPOINTS, monitored(cfg.train.checkpoint_monitor),
+                                   guard, best=state.get("best"),
+                                   weights=averaged.averaged if averaged else contextlib.nullcontext,
+                                   optimizer_state="optimizer_state" in cfg.run.keep)
+    stateful = {}
+    if cfg.train.early_stopping:
+        es = cfg.train.early_stopping
+        stateful["early_stopping"] = keras.callbacks.EarlyStopping(
+            monitor=monitored(es.monitor), patience=es.patience, min_delta=es.min_delta,
+            restore_best_weights=es.restore_best_weights)
+    if cfg.train.reduce_lr_on_plateau:
+        rl = cfg.train.reduce_lr_on_plateau
+        stateful["reduce_lr"] = keras.callbacks.ReduceLROnPlateau(
+            monitor=monitored(rl.monitor), factor=rl.factor, patience=rl.patience, min_lr=rl.min_lr)
+    keep = _KeepState(stateful, state.get("callbacks"))
+    backups = checkpoints.Backups(run_dir, guard, cfg.train.backup_every_steps, steps_per_epoch,
+                                  extra_state=lambda: {"best": ckpt.best, "callbacks": keep.state()},
+                                  start_epoch=state.get("epoch", 0), start_step=state.get("step", 0))
+    stop = checkpoints.SignalStop(backups, at_once=lockstep)
+    # the epoch-end backup after every other epoch-end step: it holds the early-stopping and
+    # LR-plateau memory of that epoch, and history.csv has the epoch's row before it exists
+    callbacks = [guard, stop, ckpt, *stateful.values(), keep, _EpochTimer(),
+                 logs.HistoryCSV(run_dir / runs.HISTORY), backups]
+    if averaged:
+        # last: its end-of-fit snapshot of the raw weights follows the checkpoints' swaps, which
+        # round (TensorFlow swaps in place by adding and subtracting)
+        callbacks.append(averaged)
+    if cfg.train.tensorboard and keras.backend.backend() == "tensorflow":
+        callbacks.append(keras.callbacks.TensorBoard(run_dir / runs.LOGS, profile_batch=0))
+    return callbacks, {"guard": guard, "stop": stop, "backups": backups, "averaged": averaged,
+                       **stateful}
+
+
+def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
+          resume: Path | None = None, verbose: int | None = None) -> dict:
+    """Train the model of a config and write a run directory, or resume an interrupted run.
+
+    With train.distribute: multi_worker, a worker other than the chief trains in lockstep with it
+    but writes to a temporary folder, removed at the end; it reads the chief's backup to resume.
+
+    Returns:
+        {"run_dir" (None on a worker other than the chief), "metrics", "seconds", "epochs",
+        "resumed_from", "task"}.
+    Raises:
+        CnnctlError: bad data, a config that does not fit the data, an unwritable run directory,
+            a resume that does not match its run.
+        Interrupted: SIGINT / SIGTERM (after writing a backup).
+        NumericalFailure: a NaN or infinite loss (the last good checkpoints are kept).
+        distribute.ClusterFailure: another worker of a multi_worker run stopped.
+    """
+    cfg = loaded.config
+    if cfg.data is None:
+        raise CnnctlError(f"{loaded.file}: no `data:` section; say what to train on, e.g. "
+                          "data: {source: keras, name: fashion_mnist}")
+    try:  # first: a multi_worker cluster must be set up before TensorFlow runs anything
+        spread = distribute.plan(cfg.train, cfg.optimizer.reference_batch_size)
+    except ConfigValueError as e:
+        raise loaded.error_at(e.key, e.detail) from None
+    backup = None
+    if resume is not None:
+        backup = _resumable(loaded, Path(resume))
+        run_dir = Path(resume)
+    elif spread.chief:
+        runs.check_can_create(loaded, run_dir)  # before minutes of data loading, not after
+    # before the first variable: workers that disagree would wait on each other's collectives
+    distribute.agree(spread, *((backup[0]["epoch"], backup[0]["step"]) if backup else (0, 0)))
+    if spread.chief:
+        return _train(loaded, spread, run_dir, backup, verbose)
+    scratch = Path(tempfile.mkdtemp(prefix=f"cnnctl-{spread.task.replace(' ', '-')}-"))
+    try:
+        return _train(loaded, spread, run_dir, backup, verbose, scratch=scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbose,
+           scratch: Path | None = None) -> dict:
+    """train() once the strategy is set up; `scratch`: where a worker other than the chief writes."""
+    cfg = loaded.config
+    keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.train.deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    start = time.perf_counter()
+    scaled = spread.effective(cfg)  # global batch size and learning rates of all replicas
+    with _precision(cfg.train.mixed_precision), spread.scope:
+        try:
+            model = assemble(loaded)
+            splits = data_lib.load(scaled, input_shape=tuple(cfg.model.input_shape),
+                                   label_mode=optim.label_mode(cfg),
+                                   multiple=spread.replicas if spread.kind == "data_parallel" else 1,
+                                   progress=logs.FileCheckProgress())
+        except ConfigValueError as e:
+            raise loaded.error_at(e.key, e.detail) from None
+        _check_classes(loaded, model, splits.class_names)
+        spe = splits.steps_per_epoch
+        model.compile(optimizer=optim.optimizer(scaled.optimizer, spe, cfg.train.epochs,
+                                                scaled.train.batch_size),
+                      loss=optim.loss(cfg), metrics=optim.metrics(cfg),
+                      jit_compile=cfg.train.jit_compile,
+                      steps_per_execution=cfg.train.steps_per_execution)
+        state: dict = {}
+        if backup is not None:
+            state, model_file = backup
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(model_file)
+            checkpoints.restore_seed_states(model, state["seed_states"])
+            if scratch is None:
+                path = run_dir
+                _truncate_history(path / runs.HISTORY, state["epoch"])
+            else:
+                path = _scratch_run(loaded, scratch, resumed=run_dir)
+            messages.say(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']} "
+                     f"(backup {model_file.name})")
+        elif scratch is None:
+            path = runs.create(loaded, run_dir)
+            runs.write_json(path / runs.ENVIRONMENT, {**runs.environment(), "distribute": {
+                "strategy": spread.kind, "replicas": spread.replicas, "devices": spread.devices,
+                "global_batch_size": scaled.train.batch_size,
+                **({"workers": spread.workers, "chief": spread.task} if spread.workers else {})}})
+            runs.write_json(path / runs.CLASS_NAMES, splits.class_names)
+        else:
+            path = _scratch_run(loaded, scratch)
+        epoch, step = state.get("epoch", 0), state.get("step", 0)
+        if spread.replicas > 1:
+            messages.say(_spread_line(spread, scaled, path))
+        _report_data(splits)
+        if verbose is None:
+            verbose = 1 if sys.stdout.isatty() else 2
+        callbacks, named = _callbacks(cfg, path, splits.val is not None, spe, state,
+                                      lockstep=spread.kind == "multi_worker")
+        # Keras's own progress bar counts the steps of each fit() call; ours counts the run's
+        progress = logs.Progress(verbose, spe, cfg.train.epochs) if verbose else None
+        fit = dict(validation_data=splits.val, callbacks=callbacks + ([progress] if progress else []),
+                   verbose=0, shuffle=False)
+        try:
+            with distribute.lost_workers(spread, path):
+                _fit(model, splits, named, cfg, fit, epoch, step, spe)
+        except checkpoints.Signalled:
+            named["stop"].on_train_end()  # the handlers it replaced
+        _raise_if_stopped(loaded, path, named, spread)
+    fresh = spread.kind == "data_parallel"
+    if fresh:
+        # every image, on one device: the sharded batches of fit() had to divide evenly
+        splits.val, splits.test = (None if ds is None else ds.whole()
+                                   for ds in (splits.val, splits.test))
+    with distribute.lost_workers(spread, path):
+        metrics = _final_metrics(model, path, splits, cfg, fresh=fresh)
+    result = {"run_dir": path if scratch is None else None, "metrics": metrics,
+              "seconds": time.perf_counter() - start, "epochs": metrics["epochs"],
+              "resumed_from": state.get("global_step"), "task": spread.task}
+    if scratch is not None:
+        return result
+    runs.write_json(path / runs.METRICS, metrics)
+    from cnnctl import plots
+
+    plots.curves(path / runs.HISTORY, path / runs.CURVES, cfg.train.checkpoint_monitor)
+    checkpoints.prune_finished(path, cfg.run.keep)  # nothing left to resume: run.keep says what stays
+    return result
+
+
+def _fit(model, splits, named: dict, cfg, fit: dict, epoch: int, step: int, spe: int) -> None:
+    """The fit() calls of a run that starts at (epoch, step)."""
+    progress = next((c for c in fit["callbacks"] if isinstance(c, logs.Progress)), None)
+    if step and epoch < cfg.train.epochs:
+        # finish the interrupted epoch from the step its backup was taken at
+        if progress is not None:
+            progress.offset = step
+        model.fit(splits.train_from(epoch, step), initial_epoch=epoch, epochs=epoch + 1,
+                  steps_per_epoch=spe - step, **fit)
+        if named["averaged"] and named["averaged"].raw is not None:
+            named["averaged"].restore_raw()  # fit() left the average in the model
+        epoch += 1
+    if epoch < cfg.train.epochs and not _stopped(named):
+        model.fit(splits.train_from(epoch, 0), initial_epoch=epoch, epochs=cfg.train.epochs,
+                  steps_per_epoch=spe, **fit)
+
+
+def _scratch_run(loaded, scratch: Path, resumed: Path | None = None) -> Path:
+    """The temporary run directory of a worker other than the chief. Resuming, it starts with
+    the chief's best.keras (the final figures are computed on it by all workers together)."""
+    path = runs.create(loaded, scratch / "run")
+    best = resumed / runs.CHECKPOINTS / runs.BEST if resumed else None
+    if best is not None and best.exists():
+        shutil.copyfile(best, path / runs.CHECKPOINTS / runs.BEST)
+    return path
+
+
+def _spread_line(spread: distribute.Plan, scaled, path: Path) -> str:
+    lr = f", learning rates x{spread.replicas}" if scaled.train.scale_lr_with_replicas else ""
+    line = (f"distribute: {spread.kind}, {spread.replicas} replicas on "
+            f"{', '.join(spread.devices)} (global batch {scaled.train.batch_size}{lr})")
+    if spread.workers:
+        role = (f"the chief, writing {path}" if spread.chief else
+                "writing to a temporary folder (the chief writes the run)")
+        line += f"; {len(spread.workers)} workers ({', '.join(spread.workers)}), this is {spread.task}, {role}"
+    return line
+
+
+def _stopped(named: dict) -> bool:
+    es = named.get("early_stopping")
+    return bool(named["guard"].failed or named["stop"].received is not None
+                or (es is not None and es.stopped_epoch > 0))
+
+
+def _raise_if_stopped(loaded, path: Path, named: dict, spread: distribute.Plan) -> None:
+    guard, stop = named["guard"], named["stop"]
+    if guard.failed:
+        epoch, batch = guard.failed
+        kept = (f"the last good checkpoints and backup are kept in {path}"
+                 if any((path / runs.CHECKPOINTS).glob("*.keras")) else
+                 "no epoch had finished, so there is no checkpoint")
+        raise NumericalFailure(
+            f"the loss became NaN or infinite at epoch {epoch + 1}, step {batch + 1}; training "
+            f"stopped and {kept}. Lower optimizer.learning_rate, set optimizer.clipnorm, or "
+            "check the data")
+    if stop.received is not None:
+        import signal
+
+        name = signal.Signals(stop.received).name
+        b = named["backups"]
+        if spread.kind == "multi_worker":
+            error = Interrupted(
+                f"{spread.task}: interrupted by {name} at epoch {b.epoch + 1}; multi_worker backs up "
+                "at epoch ends and every train.backup_every_steps steps, on all workers together, "
+                f"not on a signal: {distribute.kept(spread, path)}. Start every worker again with "
+                "the same command to resume the run")
+        else:
+            epoch, step = stop.stopped_at or (b.epoch, 0)
+            error = Interrupted(
+                f"interrupted by {name} at epoch {epoch + 1}, step {step} of {b.spe}; a backup is in "
+                f"{path / checkpoints.BACKUP_DIR}. Resume with: {resume_command(loaded, path)}")
+        error.exit_code = 128 + stop.received
+        raise error
+
+
+def resume_command(loaded: config_lib.LoadedConfig, run_dir: Path) -> str:
+    """The shell command that resumes `run_dir`: with the config file as given, or, when
+    `--set` changed it, with the run's own resolved config (the file alone would differ)."""
+    import shlex
+
+    config = loaded.file if not loaded.source.overridden else Path(run_dir) / runs.CONFIG
+    return f"cnnctl train {shlex.quote(str(config))} --resume {shlex.quote(str(run_dir))}"
+
+
+def _resumable(loaded: config_lib.LoadedConfig, run_dir: Path) -> tuple[dict, Path]:
+    """The backup to resume `run_dir` from, refusing a finished run and one whose config differs."""
+    saved = runs.load_config(run_dir).config
+    if (run_dir / runs.METRICS).exists():
+        raise CnnctlError(f"{run_dir}: the run is finished ({runs.METRICS} is written); there is "
+                          f"nothing to resume: `cnnctl eval {run_dir}` scores it, and without "
+                          "--resume `cnnctl train` starts a new run")
+    changed = config_diff(saved, loaded.config)
+    if changed:
+        raise CnnctlError(f"{run_dir}: cannot resume with a changed config ({'; '.join(changed[:5])}"
+                          f"{'; ...' if len(changed) > 5 else ''}); resume with the run's own "
+                          f"config ({run_dir / runs.CONFIG}) or start a new run")
+    found = checkpoints.latest_backup(run_dir)
+    for problem in (found[2] if found else []):
+        messages.warn(problem)
+    if not found or not found[0]:
+        raise CnnctlError(f"{run_dir}: no usable backup in {run_dir / checkpoints.BACKUP_DIR} "
+                          "(the run stopped before its first backup); start a new run")
+    return found[0], found[1]
+
+
+def config_diff(old: config_lib.Config, new: config_lib.Config) -> list[str]:
+    """`path: old -> new` for every value that differs between two configs."""
+    def flat(value, prefix=""):
+        if isinstance(value, dict):
+            out = {}
+            for k, v in value.items():
+                out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
+            return out
+        if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+            out = {}
+            for i, v in enumerate(value):
+                out.update(flat(v, f"{prefix}[{i}]"))
+            return out
+        return {prefix: value}
+
+    a, b = flat(old.model_dump(mode="json")), flat(new.model_dump(mode="json"))
+    return [f"{k}: {a.get(k, 'absent')} -> {b.get(k, 'absent')}"
+            for k in sorted(set(a) | set(b)) if a.get(k, "absent") != b.get(k, "absent")]
+
+
+def _truncate_history(history: Path, epoch: int) -> None:
+    """Drop history rows of epochs at or after `epoch` (a partial, interrupted epoch)."""
+    if not history.exists():
+        return
+    lines = history.read_text().splitlines(keepends=True)
+    base = logs.first_epoch(list(csv.DictReader(lines)))
+    keep = lines[:1] + [line for line in lines[1:] if int(float(line.split(",")[0])) - base < epoch]
+    checkpoints.atomic_write_text(history, "".join(keep))
+
+
+def _final_metrics(model, path: Path, splits, cfg: config_lib.Config, fresh: bool = False) -> dict:
+    """Test (and validation) figures of best.keras, the checkpoint `cnnctl eval` uses; `fresh`:
+    evaluated as loaded from the file (on one device), not in the trained model."""
+    best = path / runs.CHECKPOINTS / runs.BEST
+    if fresh:
+        saved = best if best.exists() else path / runs.CHECKPOINTS / runs.LAST
+        model = keras.saving.load_model(saved, safe_mode=True, compile=False)
+        model.compile(loss=optim.loss(cfg), metrics=optim.metrics(cfg))
+    elif best.exists():
+        checkpoints.load_weights(model, best)  # best.keras may hold no optimizer state
+    rows = list(csv.DictReader(open(path / runs.HISTORY))) if (path / runs.HISTORY).exists() else []
+    out = {"epochs": len(rows), "best_checkpoint": str(best),
+           "test_time_augmentation": cfg.train.test_time_augmentation}
+    if cfg.train.test_time_augmentation == "flip":
+        from cnnctl.use import evaluate
+
+        model = evaluate.with_flip_tta(model)
+        model.compile(loss=optim.loss(cfg), metrics=optim.metrics(cfg))
+    for name, ds in (("val", splits.val), ("test", splits.test)):
+        if ds is not None:
+            out[name] = {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
+    out["history"] = {k: [_number(r[k]) for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
+    return out
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:  # CSVLogger writes "NA" for a value an epoch did not have
+        return None
+
+
+def _report_data(splits) -> None:
+    counts = ", ".join(f"{k} {v:,}" for k, v in splits.counts.items() if v)
+    messages.say(f"data: {counts} images, {len(splits.class_names)} classes")
+    if len(splits.class_names) <= 20:
+        for split, per_class in splits.class_counts.items():
+            if per_class:
+                messages.say(f"  {split}: " + ", ".join(f"{c} {n:,}" for c, n in per_class.items()))
+    for path, reason in splits.skipped:
+        messages.say(f"  skipped {path}: {reason}")
