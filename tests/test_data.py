@@ -15,6 +15,7 @@ import tensorflow as tf
 from PIL import Image
 
 from cnnctl.data import load as data_lib
+from cnnctl.model import inputs
 from cnnctl.data import images
 from cnnctl.backend import keras
 from cnnctl.config.schema import AugmentationConfig, Config, Preprocessing
@@ -494,7 +495,7 @@ def test_tensorflow_and_pil_decoding_agree(tmp_path):
 # --------------------------------------------------------------------------- layers
 def test_preprocessing_layer_arithmetic(tmp_path):
     x = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
-    layer = data_lib.preprocessing_layer(Preprocessing.model_validate(
+    layer = inputs.preprocessing_layer(Preprocessing.model_validate(
         {"rescale": 1 / 255, "normalize": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.5]}}), 3)
     expected = (x / 255 - np.array([0.5, 0.4, 0.3])) / np.array([0.2, 0.25, 0.5])
     np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-5, atol=1e-5)
@@ -504,14 +505,14 @@ def test_preprocessing_layer_arithmetic(tmp_path):
     np.testing.assert_allclose(keras.models.load_model(tmp_path / "m.keras")(x).numpy(), expected,
                                rtol=1e-5, atol=1e-5)
 
-    only_mean = data_lib.preprocessing_layer(Preprocessing.model_validate(
+    only_mean = inputs.preprocessing_layer(Preprocessing.model_validate(
         {"rescale": None, "normalize": {"mean": [100], "std": [50]}}), 3)
     np.testing.assert_allclose(only_mean(x).numpy(), (x - 100) / 50, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(data_lib.preprocessing_layer(Preprocessing(), 1)(x).numpy(), x / 255,
+    np.testing.assert_allclose(inputs.preprocessing_layer(Preprocessing(), 1)(x).numpy(), x / 255,
                                rtol=1e-6)
-    assert data_lib.preprocessing_layer(Preprocessing(rescale=None), 3) is None
+    assert inputs.preprocessing_layer(Preprocessing(rescale=None), 3) is None
     with pytest.raises(CnnctlError, match=r"data.preprocessing.normalize.std: needs 1 or 3 values"):
-        data_lib.preprocessing_layer(Preprocessing.model_validate(
+        inputs.preprocessing_layer(Preprocessing.model_validate(
             {"normalize": {"mean": [0.5], "std": [0.2, 0.3]}}), 3)
 
 
@@ -528,7 +529,7 @@ ALL_AUGMENTATIONS = [
 
 def test_augmentation_layers_act_in_training_only():
     x = np.random.default_rng(0).uniform(0, 255, (8, 16, 16, 3)).astype(np.float32)
-    layers = data_lib.augmentation_layers(AugmentationConfig.model_validate({"layers": ALL_AUGMENTATIONS}),
+    layers = inputs.augmentation_layers(AugmentationConfig.model_validate({"layers": ALL_AUGMENTATIONS}),
                                           seed=3)
     assert [type(layer).__name__ for layer in layers] == [
         "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast",
@@ -544,7 +545,7 @@ def test_augmentation_layers_act_in_training_only():
 
 def test_random_crop_is_pad_and_crop():
     x = np.arange(8 * 8, dtype=np.float32).reshape(1, 8, 8, 1) + 1
-    crop = data_lib.augmentation_layers(AugmentationConfig.model_validate(
+    crop = inputs.augmentation_layers(AugmentationConfig.model_validate(
         {"layers": [{"type": "random_crop", "height": 12, "width": 12, "fill_mode": "constant"}]}))[0]
     padded = np.pad(x[0, :, :, 0], 2)
     seen = set()
@@ -557,12 +558,12 @@ def test_random_crop_is_pad_and_crop():
             seen.add(windows[0])
     assert len(seen) > 5  # offsets vary per image and per call
     with pytest.raises(CnnctlError, match="random_crop: height 6 is smaller than the image height 8"):
-        keras.Sequential([keras.Input((8, 8, 1)), data_lib.RandomPadCrop(6, 10)])
+        keras.Sequential([keras.Input((8, 8, 1)), inputs.RandomPadCrop(6, 10)])
 
 
 def test_augmentation_config_errors_name_the_field():
     def build(layers):
-        return data_lib.augmentation_layers(AugmentationConfig.model_validate({"layers": layers}))
+        return inputs.augmentation_layers(AugmentationConfig.model_validate({"layers": layers}))
 
     with pytest.raises(CnnctlError,
                        match=r"^augmentation.layers\[1\].factor: random_rotation needs `factor`$"):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnctl.data import load as data_lib
+from cnnctl.model import inputs
 from cnnctl.data import images
 from cnnctl.use import predict as predict_lib
 from cnnctl.backend import keras
@@ -132,7 +132,7 @@ def test_run_loads_a_saved_model_and_plots(pictures, tmp_path):
     cnnctl's pad-and-crop augmentation loads in safe mode; the plot is written."""
     root, made = pictures
     core = colour_model()
-    model = keras.Sequential([keras.Input((8, 8, 3)), data_lib.RandomPadCrop(12, 12), *core.layers])
+    model = keras.Sequential([keras.Input((8, 8, 3)), inputs.RandomPadCrop(12, 12), *core.layers])
     model.save(tmp_path / "model.keras")
     (tmp_path / "class_names.json").write_text(json.dumps(COLOURS))
     results = predict_lib.run(tmp_path / "model.keras", [str(root / "red"), made["green/b.jpg"]],

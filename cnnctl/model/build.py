@@ -14,6 +14,7 @@ from cnnctl.config.yaml_source import format_path
 
 from cnnctl.backend import keras
 
+from cnnctl.model import inputs
 from cnnctl.model.layers import LAYERS
 
 _SLIDING = {"conv2d", "depthwise_conv2d", "separable_conv2d", "max_pool2d", "avg_pool2d"}
@@ -189,3 +190,23 @@ def from_file(path, overrides=None) -> tuple[config_lib.LoadedConfig, keras.Mode
 
 
 __all__ = ["build", "from_file", "CnnctlError"]
+
+
+def assemble(loaded: config_lib.LoadedConfig) -> keras.Model:
+    """The model that is trained and saved: augmentation (when placed in the model) and
+    preprocessing in front of the configured network, so a `.keras` file takes raw 0-255 images."""
+    cfg = loaded.config
+    core = build(loaded)
+    shape = tuple(cfg.model.input_shape)
+    front = inputs.front_layers(cfg)
+    if not front and cfg.train.mixed_precision == "off":
+        return core
+    image = keras.Input(shape=shape, name="image")
+    x = image
+    for layer in front:
+        x = layer(x)
+    x = core(x)
+    if cfg.train.mixed_precision != "off":
+        # the loss is computed in float32 even when the layers run in half precision
+        x = keras.layers.Activation("linear", dtype="float32", name="output_float32")(x)
+    return keras.Model(image, x, name=core.name)

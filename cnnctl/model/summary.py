@@ -59,12 +59,12 @@ def describe(loaded: config_lib.LoadedConfig) -> dict:
     """
     from cnnctl.model import classes
     from cnnctl.data import sources
-    from cnnctl.data import load as data_lib
+    from cnnctl.model import inputs
     from cnnctl.errors import ConfigValueError
 
     model, infos = model_lib.build_with_info(loaded, pretrained=False)  # same shapes, no download
     try:
-        data_lib.front_layers(loaded.config, every_augmentation=True)
+        inputs.front_layers(loaded.config, every_augmentation=True)
     except ConfigValueError as e:
         raise loaded.error_at(e.key, e.detail) from None
     class_names = sources.known_class_names(loaded.config.data)

@@ -23,26 +23,6 @@ from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError, ConfigValueError
 
 
-def assemble(loaded: config_lib.LoadedConfig) -> keras.Model:
-    """The model that is trained and saved: augmentation (when placed in the model) and
-    preprocessing in front of the configured network, so a `.keras` file takes raw 0-255 images."""
-    cfg = loaded.config
-    core = model_lib.build(loaded)
-    shape = tuple(cfg.model.input_shape)
-    front = data_lib.front_layers(cfg)
-    if not front and cfg.train.mixed_precision == "off":
-        return core
-    inputs = keras.Input(shape=shape, name="image")
-    x = inputs
-    for layer in front:
-        x = layer(x)
-    x = core(x)
-    if cfg.train.mixed_precision != "off":
-        # the loss is computed in float32 even when the layers run in half precision
-        x = keras.layers.Activation("linear", dtype="float32", name="output_float32")(x)
-    return keras.Model(inputs, x, name=core.name)
-
-
 @contextlib.contextmanager
 def _precision(policy: str):
     previous = keras.config.dtype_policy()
@@ -209,7 +189,7 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
     scaled = spread.effective(cfg)  # global batch size and learning rates of all replicas
     with _precision(cfg.train.mixed_precision), spread.scope:
         try:
-            model = assemble(loaded)
+            model = model_lib.assemble(loaded)
             splits = data_lib.load(scaled, input_shape=tuple(cfg.model.input_shape),
                                    label_mode=optim.label_mode(cfg),
                                    multiple=spread.replicas if spread.kind == "data_parallel" else 1,

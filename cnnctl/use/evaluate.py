@@ -393,7 +393,7 @@ def load_model(path: Path) -> keras.Model:
     file = _model_file(Path(path))
     _check_archive(file)
     try:
-        from cnnctl.data import load as data  # noqa: F401  registers cnnctl's own layers (RandomPadCrop)
+        from cnnctl.model import inputs  # noqa: F401  registers cnnctl's own layers (RandomPadCrop)
 
         return keras.saving.load_model(file, safe_mode=True, compile=False)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
