@@ -199,7 +199,7 @@ def test_full_disk_while_writing_last_checkpoint_keeps_the_previous_one(tmp_path
     epoch 1's last.keras is still there, whole and loadable; no results are written."""
     from keras.src.saving import saving_lib
 
-    from cnnctl.use import evaluate
+    from cnnctl.use import trained
 
     last = tmp_path / "run" / "checkpoints" / "last.keras"
     save = saving_lib.save_model  # model.save and keras.saving.save_model both end here
@@ -220,7 +220,7 @@ def test_full_disk_while_writing_last_checkpoint_keeps_the_previous_one(tmp_path
     assert len(lines) == 1 and "disk full" in lines[0]
     assert kept, "the disk never filled up: last.keras was not written in epoch 2"
     assert last.read_bytes() == kept["last"]
-    assert evaluate.load_model(last).output_shape == (None, 10)
+    assert trained.load_model(last).output_shape == (None, 10)
     assert not (run / "metrics.json").exists()
     leftovers = {p.name for p in (run / "checkpoints").iterdir()} - {"best.keras", "last.keras"}
     assert not leftovers

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from cnnctl.use import evaluate as ev
+from cnnctl.use import trained
 from conftest import SHARED_DATA
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError
@@ -282,33 +283,33 @@ def test_load_model_from_run_directory_and_file(tmp_path, model, data):
     (run / "checkpoints").mkdir(parents=True)
     model.save(run / "checkpoints" / "best.keras")
     small_model().save(run / "checkpoints" / "last.keras")
-    loaded = ev.load_model(run)
+    loaded = trained.load_model(run)
     np.testing.assert_allclose(loaded.predict(x[:20], verbose=0), model.predict(x[:20], verbose=0),
                                atol=1e-6)
-    assert ev.load_model(run / "checkpoints" / "last.keras").output_shape == (None, 3)
+    assert trained.load_model(run / "checkpoints" / "last.keras").output_shape == (None, 3)
     # Without best.keras a run falls back to last.keras.
     (run / "checkpoints" / "best.keras").unlink()
-    assert ev.load_model(run).output_shape == (None, 3)
+    assert trained.load_model(run).output_shape == (None, 3)
 
 
 def test_load_model_errors(tmp_path):
     missing = tmp_path / "nothing"
     with pytest.raises(CnnctlError) as e:
-        ev.load_model(missing)
+        trained.load_model(missing)
     assert str(e.value) == (f"no model at {missing}: no such file or directory; pass a run "
                             "directory or a .keras file")
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     with pytest.raises(CnnctlError) as e:
-        ev.load_model(run)
+        trained.load_model(run)
     assert str(e.value) == (f"no checkpoint in {run}/checkpoints: the run did not finish an "
                             "epoch; train again or pass a .keras file")
 
     text = tmp_path / "x.keras"
     text.write_text("not a model\n")
     with pytest.raises(CnnctlError) as e:
-        ev.load_model(text)
+        trained.load_model(text)
     assert str(e.value) == (f"{text} is not a Keras model file (.keras zip); pass a .keras file "
                             "saved by cnnctl or keras")
 
@@ -317,7 +318,7 @@ def test_load_model_errors(tmp_path):
     truncated = tmp_path / "truncated.keras"
     truncated.write_bytes(good.read_bytes()[:-100])
     with pytest.raises(CnnctlError) as e:
-        ev.load_model(truncated)
+        trained.load_model(truncated)
     assert str(e.value) == (f"{truncated} is corrupt: the .keras zip is truncated; use another "
                             "checkpoint or train again")
 
@@ -328,14 +329,14 @@ def test_load_model_errors(tmp_path):
     raw[middle:middle + 64] = bytes(b ^ 0xFF for b in raw[middle:middle + 64])
     damaged.write_bytes(bytes(raw))
     with pytest.raises(CnnctlError, match=r"damaged\.keras is corrupt \("):
-        ev.load_model(damaged)
+        trained.load_model(damaged)
 
 
 def test_load_model_empty_file_and_unknown_layer(tmp_path):
     empty = tmp_path / "empty.keras"
     empty.write_bytes(b"")
     with pytest.raises(CnnctlError) as e:
-        ev.load_model(empty)
+        trained.load_model(empty)
     assert str(e.value) == (f"{empty} is empty (corrupt): the save was interrupted; use another "
                             "checkpoint or train again")
 
@@ -349,7 +350,7 @@ def test_load_model_empty_file_and_unknown_layer(tmp_path):
                 data = data.replace(b'"class_name": "Dense"', b'"class_name": "FancyDense"')
             target.writestr(info, data)
     with pytest.raises(CnnctlError) as e:
-        ev.load_model(unknown)
+        trained.load_model(unknown)
     assert str(e.value).startswith(f"cannot load {unknown}: ")
     assert "FancyDense" in str(e.value)
     assert str(e.value).endswith("; it may use custom layers cnnctl does not know, or come from "
@@ -359,7 +360,7 @@ def test_load_model_empty_file_and_unknown_layer(tmp_path):
     with zipfile.ZipFile(zipped_text, "w") as archive:
         archive.writestr("notes.txt", "hello")
     with pytest.raises(CnnctlError) as e:
-        ev.load_model(zipped_text)
+        trained.load_model(zipped_text)
     assert str(e.value) == (f"{zipped_text} is not a Keras model file (.keras zip): it has no "
                             "config.json; pass a .keras file saved by cnnctl or keras")
 
@@ -370,7 +371,7 @@ def test_load_model_refuses_lambda_layers(tmp_path):
                               keras.layers.Dense(2)])
     model.save(path)
     with pytest.raises(CnnctlError) as e:
-        ev.load_model(path)
+        trained.load_model(path)
     assert str(e.value) == (f"refused to load {path}: it contains Python code (Lambda layer) "
                             "that safe mode will not run; only load models you trust, and "
                             "rebuild this one without Lambda layers or lambdas")
@@ -380,17 +381,17 @@ def test_class_names_for(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     checkpoint = run / "checkpoints" / "best.keras"
-    assert ev.class_names_for(run) is None
-    assert ev.class_names_for(checkpoint) is None
+    assert trained.class_names_for(run) is None
+    assert trained.class_names_for(checkpoint) is None
     (run / "class_names.json").write_text(json.dumps(["cat", "dog"]))
-    assert ev.class_names_for(run) == ["cat", "dog"]
-    assert ev.class_names_for(checkpoint) == ["cat", "dog"]
+    assert trained.class_names_for(run) == ["cat", "dog"]
+    assert trained.class_names_for(checkpoint) == ["cat", "dog"]
     exported = tmp_path / "export" / "model.keras"
     exported.parent.mkdir()
     shutil.copy(run / "class_names.json", exported.parent / "class_names.json")
-    assert ev.class_names_for(exported) == ["cat", "dog"]
+    assert trained.class_names_for(exported) == ["cat", "dog"]
     (run / "class_names.json").write_text('{"cat": 0}')
     with pytest.raises(CnnctlError) as e:
-        ev.class_names_for(run)
+        trained.class_names_for(run)
     assert str(e.value) == (f"{run}/class_names.json is not a JSON list of strings; fix it or "
                             "delete it and pass the class names another way")

@@ -12,6 +12,7 @@ from PIL import Image
 
 from cnnctl.config import schema as config_lib
 from cnnctl.use import explain
+from cnnctl.use import trained as trained_lib
 from cnnctl.train import fit as train_lib
 from cnnctl.errors import CnnctlError
 
@@ -67,9 +68,8 @@ def quadrant(heat: np.ndarray) -> int:
 @pytest.mark.slow
 def test_gradcam_and_cam_peak_on_the_square(trained):
     run, x, where = trained
-    from cnnctl.use import evaluate
 
-    model = evaluate.load_model(run)
+    model = trained_lib.load_model(run)
     squares = where >= 0
     for heat in (explain.gradcam(model, x[squares])[0], explain.cam(model, x[squares])[0]):
         assert heat.shape == (squares.sum(), 16, 16)
@@ -130,9 +130,8 @@ def test_explain_names_the_layer_in_title_and_file_and_draws_a_colour_bar(traine
 
 def test_explain_errors(trained):
     run, x, _ = trained
-    from cnnctl.use import evaluate
 
-    model = evaluate.load_model(run)
+    model = trained_lib.load_model(run)
     with pytest.raises(CnnctlError, match="--layer dense: not a layer with a feature map of this "
                                           "model; choose one of conv1, conv2"):
         explain.gradcam(model, x[:1], layer="dense")

@@ -56,10 +56,10 @@ def test_each_format_passes_its_parity_check(run, tmp_path, fmt, quantize, name)
     assert check.images == 48 and check.ok
     assert check.max_abs_diff <= export.TOLERANCE[quantize][0]
     # the exported file on its own takes raw 0..255 images: same classes as the Keras model
-    from cnnctl.use import evaluate
+    from cnnctl.use import trained
 
     x = np.random.default_rng(1).uniform(0, 255, (5, 16, 16, 3)).astype(np.float32)
-    want = evaluate.load_model(run).predict(x, verbose=0)
+    want = trained.load_model(run).predict(x, verbose=0)
     got = export.predict_exported(fmt, written, x)
     np.testing.assert_array_equal(np.argmax(got, -1), np.argmax(want, -1))
 

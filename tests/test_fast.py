@@ -17,6 +17,7 @@ import pytest
 from cnnctl.data import arrays
 from cnnctl.config import schema as config_lib
 from cnnctl.use import evaluate
+from cnnctl.model import build as model_lib
 from cnnctl.train import optim
 from cnnctl.data import sources
 from cnnctl.train import fit as train_lib
@@ -91,7 +92,7 @@ def test_flip_tta_averages_an_image_and_its_mirror():
         keras.layers.Flatten()(inputs)))
     x = np.random.default_rng(0).uniform(0, 255, (2, 4, 5, 1)).astype("float32")
     want = (model.predict_on_batch(x) + model.predict_on_batch(x[:, :, ::-1])) / 2
-    np.testing.assert_allclose(evaluate.with_flip_tta(model).predict_on_batch(x), want, rtol=1e-5)
+    np.testing.assert_allclose(model_lib.with_flip_tta(model).predict_on_batch(x), want, rtol=1e-5)
 
 
 def test_tta_in_final_metrics_and_eval(tmp_path):

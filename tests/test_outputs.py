@@ -270,10 +270,10 @@ def test_explain_writes_one_file_per_image_of_the_same_name(run, tmp_path):
     files = [folder / c / "0001.png" for c in ("cat", "dog", "ship")]
     code, out = invoke(["explain", run, *files, "--out", tmp_path / "maps"])
     assert code == 0, out
-    from cnnctl.use import evaluate
+    from cnnctl.use import trained
     from cnnctl.use import explain
 
-    layer = explain.conv_layer(evaluate.load_model(run)).name
+    layer = explain.conv_layer(trained.load_model(run)).name
     written = sorted(p.name for p in (tmp_path / "maps").iterdir())
     assert written == [f"{c}_0001.gradcam-{layer}.png" for c in ("cat", "dog", "ship")]
     for line, c in zip(out.splitlines(), ("cat", "dog", "ship")):

@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cnnctl.config import schema as config_lib
-from cnnctl.use import evaluate
+from cnnctl.use import trained
 from cnnctl.use import report
 from cnnctl.train import fit as train_lib
 from cnnctl.cli import app
@@ -106,7 +106,7 @@ train: {{epochs: 1, batch_size: 30, seed: 1, tensorboard: false}}
     assert "all 60" not in text
     # the pictures are titled with the image files (the file names are drawn into the PNGs,
     # so look at what the report draws them from)
-    test = evaluate.test_arrays(tmp_path / "run", (32, 32, 3), 25)
+    test = trained.test_arrays(tmp_path / "run", (32, 32, 3), 25)
     assert len(test.y) == 25 and test.total == 60 and test.held == 60
     assert test.name(0).startswith(str(cifar_folders / "test")) and test.name(0).endswith(".jpg")
     assert not re.search(r'src="(?!data:)', text), "everything is embedded: no outside files"
@@ -143,10 +143,9 @@ def test_report_opens_in_headless_chromium(run, tmp_path):
 @pytest.mark.optional
 @pytest.mark.slow
 def test_visualize_filters_feature_maps_and_diagram(run, tmp_path):
-    from cnnctl.use import evaluate
     from cnnctl.use import visualize
 
-    model = evaluate.load_model(run)
+    model = trained.load_model(run)
     image = np.load(Path(__file__).resolve().parents[1] / "cnnctl" / "data" /
                     "fashion_mnist_small.npz")["x_test"][0]
     Image.fromarray(image).save(tmp_path / "shirt.png")

@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cnnctl.config import schema as config_lib
-from cnnctl.use import evaluate
+from cnnctl.use import trained
 from cnnctl import runs
 from cnnctl.train import fit as train_lib
 from cnnctl.cli import app
@@ -78,7 +78,7 @@ def test_a_finished_run_keeps_the_model_without_optimizer_state_and_no_backup(tm
         assert not json.loads(archive.read("config.json"))["compile_config"]  # loads uncompiled
     # the weights (4 bytes each) and a few kB of config: adam's two moments would triple it
     assert PARAMS * 4 < best.stat().st_size < PARAMS * 4 * 1.5
-    model = evaluate.load_model(run)                        # safe mode, as eval/predict/export
+    model = trained.load_model(run)                        # safe mode, as eval/predict/export
     assert model.count_params() == PARAMS
     # the final figures are those of best.keras as eval computes them
     metrics = json.loads((run / "metrics.json").read_text())
@@ -98,7 +98,7 @@ def test_run_keep_chooses_backup_last_and_optimizer_state(tmp_path, kept):
     best = run / "checkpoints" / "best.keras"
     assert h5_groups(best) == ["layers", "optimizer", "vars"]
     assert best.stat().st_size > PARAMS * 4 * 3               # weights and adam's two moments
-    assert evaluate.load_model(run).count_params() == PARAMS
+    assert trained.load_model(run).count_params() == PARAMS
 
 
 # --------------------------------------------------------------------------- cnnctl runs

@@ -210,3 +210,12 @@ def assemble(loaded: config_lib.LoadedConfig) -> keras.Model:
         # the loss is computed in float32 even when the layers run in half precision
         x = keras.layers.Activation("linear", dtype="float32", name="output_float32")(x)
     return keras.Model(image, x, name=core.name)
+
+
+def with_flip_tta(model: keras.Model) -> keras.Model:
+    """`model` averaging its probabilities over each image and its horizontal mirror (flip
+    test-time augmentation). For evaluation only: it shares the weights of `model`."""
+    inputs = keras.Input(model.input_shape[1:])
+    mirrored = keras.ops.flip(inputs, axis=2)
+    outputs = keras.ops.divide(keras.ops.add(model(inputs), model(mirrored)), 2.0)
+    return keras.Model(inputs, outputs, name=f"{model.name}_flip_tta")

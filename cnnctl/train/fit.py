@@ -412,9 +412,7 @@ def _final_metrics(model, path: Path, splits, cfg: config_lib.Config, fresh: boo
     out = {"epochs": len(rows), "best_checkpoint": str(best),
            "test_time_augmentation": cfg.train.test_time_augmentation}
     if cfg.train.test_time_augmentation == "flip":
-        from cnnctl.use import evaluate
-
-        model = evaluate.with_flip_tta(model)
+        model = model_lib.with_flip_tta(model)
         model.compile(loss=optim.loss(cfg), metrics=optim.metrics(cfg))
     for name, ds in (("val", splits.val), ("test", splits.test)):
         if ds is not None:

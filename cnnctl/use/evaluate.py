@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import re
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from cnnctl import runs
-from cnnctl.errors import CnnctlError, ConfigValueError
-
 from cnnctl.backend import keras
+from cnnctl.errors import CnnctlError, ConfigValueError
+from cnnctl.model import build as model_lib
+from cnnctl.use import trained
 
 FULL_MATRIX_MAX_CLASSES = 20  # above this the text report lists the most confused pairs
 MOST_CONFUSED = 10
@@ -282,190 +278,6 @@ def write_report(report: dict, class_names: list[str], files: dict[str, Path]) -
     return files
 
 
-# --- loading ---------------------------------------------------------------------------------
-
-def _model_file(path: Path) -> Path:
-    """The .keras file a path names: itself, or a run directory's best (else last) checkpoint."""
-    if not path.exists():
-        raise CnnctlError(f"no model at {path}: no such file or directory; pass a run "
-                          "directory or a .keras file")
-    if not path.is_dir():
-        return path
-    checkpoints = path / runs.CHECKPOINTS
-    for name in (runs.BEST, runs.LAST):
-        if (checkpoints / name).is_file():
-            return checkpoints / name
-    if not runs.is_run(path) and not checkpoints.is_dir():
-        if any(runs.is_run(p) for p in path.iterdir() if p.is_dir()):
-            raise CnnctlError(f"{path}: a folder of runs, not a run; give one of its run "
-                              f"directories (`cnnctl runs {path}` lists them)")
-        raise CnnctlError(f"{path}: not a run directory (no {runs.CONFIG}, no {runs.CHECKPOINTS}/); "
-                          "pass a run directory written by `cnnctl train` or a .keras file")
-    raise CnnctlError(f"no checkpoint in {checkpoints}: the run did not finish an epoch; train "
-                      "again or pass a .keras file")
-
-
-def _check_archive(path: Path) -> None:
-    """Tell a file that was never a Keras model from one that was cut short or damaged."""
-    with path.open("rb") as f:
-        head = f.read(4)
-    if head == b"":
-        raise CnnctlError(f"{path} is empty (corrupt): the save was interrupted; use another "
-                          "checkpoint or train again")
-    if head != b"PK\x03\x04":
-        raise CnnctlError(f"{path} is not a Keras model file (.keras zip); pass a .keras file "
-                          "saved by cnnctl or keras")
-    if not zipfile.is_zipfile(path):  # starts as a zip but lost its end (the zip's index)
-        raise CnnctlError(f"{path} is corrupt: the .keras zip is truncated; use another "
-                          "checkpoint or train again")
-    with zipfile.ZipFile(path) as archive:
-        if "config.json" not in archive.namelist():
-            raise CnnctlError(f"{path} is not a Keras model file (.keras zip): it has no "
-                              "config.json; pass a .keras file saved by cnnctl or keras")
-
-
-@dataclasses.dataclass
-class TestImages:
-    """Test images of a run, as its model sees them before its own preprocessing."""
-
-    __test__ = False  # not a pytest class
-
-    x: np.ndarray  # float32 [N, H, W, C], 0..255
-    y: np.ndarray  # int class indices [N]
-    files: "list[str] | None"  # the image file of each, when the data set has files
-    total: int  # images in the run's test split (max_test_samples applied); N <= total
-    held: int  # images the data set's test split holds (before max_test_samples)
-
-    def name(self, i: int) -> str:
-        """The image's file path, else `test image I` (its index in the test split)."""
-        return self.files[i] if self.files else f"test image {i}"
-
-    def described(self) -> str:
-        """`all 10,000 test images` or `2,000 of 10,000 test images`."""
-        n = len(self.y)
-        own = (f" (data.max_test_samples keeps {self.total:,} of the {self.held:,})"
-               if self.held > self.total else "")
-        return (f"all {n:,} test images{own}" if n == self.total
-                else f"{n:,} of {self.total:,} test images{own}")
-
-
-def test_arrays(run_dir: Path, input_shape, limit: int | None = None) -> TestImages:
-    """The test images (float32 0..255) and int labels of a run, read as its config says (its
-    own data.max_test_samples applies); `limit` keeps only the first ones.
-
-    Raises:
-        CnnctlError: the run has no test split.
-    """
-    from cnnctl.data import load as data_lib
-    from cnnctl import runs
-
-    config = runs.load_config(run_dir).config
-    own = config.data.max_test_samples
-    keep = min(x for x in (own, limit) if x) if (own or limit) else None
-    config = config.model_copy(update={"data": config.data.model_copy(
-        update={"max_test_samples": keep})})
-    splits = data_lib.load(config, input_shape=tuple(input_shape), label_mode="int",
-                           splits=("test",))
-    if splits.test is None:
-        raise CnnctlError(f"{run_dir}: the run has no test split (data.test_dir, or a source with "
-                          "one); these commands use its test images")
-    batches = ([splits.test[i] for i in range(len(splits.test))]
-               if hasattr(splits.test, "__getitem__") else splits.test.as_numpy_iterator())
-    xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in batches])
-    x, y = np.concatenate(xs), np.concatenate(ys).reshape(-1).astype(int)
-    held = splits.available.get("test", len(y))
-    # the whole split (less unreadable files) unless `limit` cut it
-    total = min(held, own or held) if limit is not None and len(y) >= limit else len(y)
-    return TestImages(x, y, splits.files.get("test"), total, held)
-
-
-def load_model(path: Path) -> keras.Model:
-    """Load a model for inference, in Keras safe mode (no Python code from the file runs).
-
-    Args:
-        path: a run directory (its checkpoints/best.keras, else checkpoints/last.keras)
-            or a .keras file.
-
-    Raises:
-        CnnctlError: nothing at `path`, no checkpoint, not a Keras model, a corrupt file, or a
-            model that holds Python code (a Lambda layer) which safe mode refuses to run.
-    """
-    file = _model_file(Path(path))
-    _check_archive(file)
-    try:
-        from cnnctl.model import inputs  # noqa: F401  registers cnnctl's own layers (RandomPadCrop)
-
-        return keras.saving.load_model(file, safe_mode=True, compile=False)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
-        # zip CRC failures and h5py read errors both mean damaged bytes
-        raise CnnctlError(f"{file} is corrupt ({_cause(e)}); use another checkpoint or "
-                          "train again") from None
-    except (ValueError, TypeError, KeyError) as e:
-        text = str(e)  # Keras nests the cause of a failed layer inside its parents' errors
-        if "safe_mode=False" not in text:
-            raise CnnctlError(f"cannot load {file}: {_cause(e)}; it may use custom layers "
-                              "cnnctl does not know, or come from another Keras version") from None
-        if "lambda" not in text.lower():  # e.g. a vocabulary file outside the archive
-            raise CnnctlError(f"refused to load {file}: safe mode forbids it ({_cause(e)}); "
-                              "only load models you trust") from None
-        what = "Lambda layer" if "`Lambda` layer" in text else "a lambda"
-        raise CnnctlError(f"refused to load {file}: it contains Python code ({what}) that safe "
-                          "mode will not run; only load models you trust, and rebuild this one "
-                          "without Lambda layers or lambdas") from None
-
-
-def _cause(error: Exception, limit: int = 160) -> str:
-    """The innermost message of a (possibly nested) Keras loading error, on one short line."""
-    text = str(error).rsplit("Exception encountered:", 1)[-1].strip().strip("'\"")
-    line = text.splitlines()[0] if text else type(error).__name__
-    # Keras goes on to advise decorating classes with register_keras_serializable, which is
-    # advice for the model's author; the user needs the name and where it claims to come from.
-    unknown = re.match(r"Could not locate (class|function) '([^']*)'", line)
-    if unknown:
-        module = re.search(r"Full object config: \{'module': '([^']*)'", text)
-        line = f"unknown {unknown[1]} {unknown[2]!r}" + (
-            f" from module {module[1]!r}" if module and module[1].split(".")[0] != "keras" else "")
-    return line if len(line) <= limit else line[:limit - 3] + "..."
-
-
-def class_names_for(path: Path) -> list[str] | None:
-    """The class names saved with a run: RUN/class_names.json, or None if there is none.
-
-    For a .keras file the file beside it is tried, then its run directory when it lies in
-    RUN/checkpoints/.
-
-    Raises:
-        CnnctlError: class_names.json exists but is not a JSON list of strings.
-    """
-    path = Path(path)
-    if path.is_dir():
-        candidates = [path / runs.CLASS_NAMES]
-    else:
-        candidates = [path.parent / runs.CLASS_NAMES]
-        if path.parent.name == runs.CHECKPOINTS:
-            candidates.append(path.parent.parent / runs.CLASS_NAMES)
-    for candidate in candidates:
-        if candidate.is_file():
-            try:
-                names = json.loads(candidate.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                names = None
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise CnnctlError(f"{candidate} is not a JSON list of strings; fix it or "
-                                  "delete it and pass the class names another way")
-            return names
-    return None
-
-
-def with_flip_tta(model: keras.Model) -> keras.Model:
-    """`model` averaging its probabilities over each image and its horizontal mirror (flip
-    test-time augmentation). For evaluation only: it shares the weights of `model`."""
-    inputs = keras.Input(model.input_shape[1:])
-    mirrored = keras.ops.flip(inputs, axis=2)
-    outputs = keras.ops.divide(keras.ops.add(model(inputs), model(mirrored)), 2.0)
-    return keras.Model(inputs, outputs, name=f"{model.name}_flip_tta")
-
-
 def run(path: Path, *, split: str = "test", data_dir: Path | None = None,
         tta: str | None = None) -> tuple[dict, list[str], dict]:
     """`cnnctl eval`: score a run's checkpoint (or a .keras file) on a split or a folder.
@@ -490,8 +302,8 @@ def run(path: Path, *, split: str = "test", data_dir: Path | None = None,
     files = output_files(path, split, data_dir)
     if path.exists():
         check_outputs(files)  # before minutes of loading and predicting
-    model = load_model(path)
-    class_names = class_names_for(path)
+    opened = trained.open_model(path)
+    model, class_names = opened.model, opened.class_names
     input_shape = tuple(model.input_shape[1:])
     label_mode = "binary" if model.output_shape[-1] == 1 else "int"
     if data_dir is not None:
@@ -522,7 +334,7 @@ def run(path: Path, *, split: str = "test", data_dir: Path | None = None,
     if tta is None:
         tta = config.train.test_time_augmentation if path.is_dir() else "none"
     if tta == "flip":
-        model = with_flip_tta(model)
+        model = model_lib.with_flip_tta(model)
     dataset = getattr(splits, split)
     if dataset is None:
         raise CnnctlError(f"{path}: the run has no {split} split (set data.validation_split or "

@@ -182,15 +182,15 @@ def run(path, fmt: str, out: Path, *, quantize: str | None = None, images: int =
             is kept, to look at).
     """
     from cnnctl import runs
-    from cnnctl.use import evaluate
+    from cnnctl.use import trained
 
     check_options(fmt, quantize)
     check_target(out, fmt, force)  # before the model loads: a refusal costs nothing
     path = Path(path)
-    model = evaluate.load_model(path)
-    shape = tuple(model.input_shape[1:])
-    if path.is_dir() and (path / runs.CONFIG).is_file():
-        samples = evaluate.test_arrays(path, shape, images).x
+    opened = trained.open_model(path)
+    model, shape = opened.model, opened.input_shape
+    if opened.run_dir is not None and (opened.run_dir / runs.CONFIG).is_file():
+        samples = opened.test_images(images).x
     else:
         samples = np.random.default_rng(0).uniform(0, 255, (images, *shape)).astype(np.float32)
     with _quiet():

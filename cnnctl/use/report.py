@@ -59,21 +59,20 @@ def build(run_dir, *, mistakes: int = 8, cams: int = 4, limit: int | None = None
         CnnctlError: not a finished run (no metrics.json), no test split.
     """
     from cnnctl import plots, runs
-    from cnnctl.use import evaluate
-    from cnnctl.use import explain
+    from cnnctl.model import build as model_lib
+    from cnnctl.use import evaluate, trained
 
     run_dir = Path(run_dir)
     if not (run_dir / runs.METRICS).is_file():
         raise CnnctlError(f"{run_dir}: no {runs.METRICS}; report a finished run directory "
                           "(cnnctl train writes it at the end)")
     metrics = json.loads((run_dir / runs.METRICS).read_text())
-    model = evaluate.load_model(run_dir)
-    names = evaluate.class_names_for(run_dir)
-    test = evaluate.test_arrays(run_dir, tuple(model.input_shape[1:]), limit)
+    opened = trained.open_model(run_dir)
+    model, names = opened.model, opened.labels()
+    test = opened.test_images(limit)
     x, y = test.x, test.y
-    names = names or [str(i) for i in range(int(model.output_shape[-1]))]
     tta = metrics.get("test_time_augmentation") == "flip"
-    scorer = evaluate.with_flip_tta(model) if tta else model
+    scorer = model_lib.with_flip_tta(model) if tta else model
     probs = np.asarray(scorer.predict(x, verbose=0, batch_size=256))
     scored = evaluate.report_from_predictions(y, probs, names)
     environment = json.loads((run_dir / runs.ENVIRONMENT).read_text()) \
