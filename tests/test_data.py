@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 import socket
 import time
@@ -18,8 +19,9 @@ from cnnctl.data import load as data_lib
 from cnnctl.model import inputs
 from cnnctl.data import images
 from cnnctl.backend import keras
+from cnnctl.config import schema as config_lib
 from cnnctl.config.schema import AugmentationConfig, Config, Preprocessing
-from cnnctl.errors import CnnctlError
+from cnnctl.errors import CnnctlError, ConfigError
 
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                  "Sneaker", "Bag", "Ankle boot"]
@@ -561,23 +563,26 @@ def test_random_crop_is_pad_and_crop():
         keras.Sequential([keras.Input((8, 8, 1)), inputs.RandomPadCrop(6, 10)])
 
 
-def test_augmentation_config_errors_name_the_field():
-    def build(layers):
-        return inputs.augmentation_layers(AugmentationConfig.model_validate({"layers": layers}))
+def test_augmentation_config_errors_name_the_field(write_yaml):
+    """They are config errors, found when the file is read (FILE:LINE: path: message)."""
+    def config(*layers):
+        return write_yaml("model: {input_shape: [8, 8, 1]}\naugmentation:\n  layers:\n"
+                          + "".join(f"    - {layer}\n" for layer in layers))
 
-    with pytest.raises(CnnctlError,
-                       match=r"^augmentation.layers\[1\].factor: random_rotation needs `factor`$"):
-        build([{"type": "random_flip"}, {"type": "random_rotation"}])
-    with pytest.raises(CnnctlError, match=r"augmentation.layers\[0\].width: random_crop needs `width`"):
-        build([{"type": "random_crop", "height": 40}])
-    with pytest.raises(CnnctlError, match=r"augmentation.layers\[0\].height_factor: random_translation "
+    path = config("{type: random_flip}", "{type: random_rotation}")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:5: "
+                                          r"augmentation.layers\[1\].factor: random_rotation needs `factor`$"):
+        config_lib.load(path)
+    with pytest.raises(ConfigError, match=r"augmentation.layers\[0\].width: random_crop needs `width`"):
+        config_lib.load(config("{type: random_crop, height: 40}"))
+    with pytest.raises(ConfigError, match=r"augmentation.layers\[0\].height_factor: random_translation "
                                           r"needs `height_factor` or `factor`"):
-        build([{"type": "random_translation", "width_factor": 0.1}])
-    with pytest.raises(CnnctlError,
+        config_lib.load(config("{type: random_translation, width_factor: 0.1}"))
+    with pytest.raises(ConfigError,
                        match=r"augmentation.layers\[0\].factor: random_flip does not use `factor`"):
-        build([{"type": "random_flip", "factor": 0.2}])
-    with pytest.raises(CnnctlError, match=r"augmentation.layers\[0\].fill_mode: random_crop pads with"):
-        build([{"type": "random_crop", "height": 40, "width": 40, "fill_mode": "wrap"}])
+        config_lib.load(config("{type: random_flip, factor: 0.2}"))
+    with pytest.raises(ConfigError, match=r"augmentation.layers\[0\].fill_mode: random_crop pads with"):
+        config_lib.load(config("{type: random_crop, height: 40, width: 40, fill_mode: wrap}"))
 
 
 def test_pipeline_augmentation_touches_train_only(tmp_path):

@@ -342,7 +342,7 @@ def test_a_lockstep_worker_stops_at_once_on_a_signal(tmp_path):
     from cnnctl.backend import keras
 
     guard = checkpoints.NanGuard()
-    backups = checkpoints.Backups(tmp_path, guard, None, 8, extra_state=dict)
+    backups = checkpoints.Backups(tmp_path, guard, checkpoints.Interruption(), None, 8, extra_state=dict)
     stop = checkpoints.SignalStop(backups, at_once=True)
 
     class Terminate(keras.callbacks.Callback):

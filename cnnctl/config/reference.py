@@ -19,7 +19,6 @@ _SECTIONS = [
     ("data.preprocessing", config_lib.Preprocessing),
     ("data.preprocessing.normalize", config_lib.Normalize),
     ("augmentation", config_lib.AugmentationConfig),
-    ("augmentation.layers[i]", config_lib.AugmentLayer),
     ("optimizer", config_lib.OptimizerConfig),
     ("optimizer.schedule", config_lib.Schedule),
     ("loss", config_lib.LossConfig),
@@ -79,6 +78,28 @@ def _rows(model: type[pydantic.BaseModel]) -> list[str]:
     return rows
 
 
+def _augmentation_types() -> list[str]:
+    """The keys of each augmentation type: one row per key, the type named on its first."""
+    out = ["#### `augmentation.layers[i]`: augmentation types", "",
+           "Each item is `{type: TYPE, ...}` with the keys of its type only; a key left out is "
+           "null. random_crop is cnnctl's pad-and-crop (the image keeps its size), the others "
+           "are the Keras layers of the same name (random_flip: RandomFlip).", "",
+           "| type | key | value | meaning |", "|---|---|---|---|"]
+    for tag, cls in config_lib.AUGMENT_SPECS.items():
+        props = cls.model_json_schema()["properties"]
+        keys = [name for name in cls.model_fields if name != "type"]
+        for i, name in enumerate(keys):
+            value = _type(props[name]).removesuffix(" \\| null")
+            needs = next((group for group in cls.NEEDS if group[0] == name), None)
+            need = "" if needs is None else "**needed**" + "".join(
+                f" (or `{other}`)" for other in needs[1:]) + ". "
+            desc = (cls.model_fields[name].description or "").replace("|", "\\|")
+            out.append(f"| {f'`{tag}`' if i == 0 else ''} | `{name}` | {value} | {need}{desc} |")
+        if not keys:
+            out.append(f"| `{tag}` | - | | |")
+    return out + [""]
+
+
 def markdown() -> str:
     """The reference as Markdown: one table per config section, one line per layer type."""
     out = [BEGIN, ""]
@@ -86,6 +107,8 @@ def markdown() -> str:
         out += [f"#### `{title}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         out += _rows(model)
         out.append("")
+        if model is config_lib.AugmentationConfig:
+            out += _augmentation_types()
     out += ["#### `model.layers[i]`: layer types", "",
             "Every layer also takes `name`, `inputs` (names of earlier layers or `input`) and "
             "`repeat`. A `{block: NAME, ...}` entry uses a template from `model.blocks`.", "",

@@ -7,11 +7,12 @@ import difflib
 import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import pydantic
 from pydantic import (BeforeValidator, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                       ValidationInfo, field_validator, model_validator)
+from pydantic_core import PydanticCustomError
 
 from cnnctl.config import yaml_source
 from cnnctl.errors import CnnctlError, ConfigError, ConfigIssue
@@ -116,33 +117,143 @@ def _range(value: Any) -> Any:
 
 
 Factor = Annotated[Union[NonNegativeFloat, tuple[float, float]], BeforeValidator(_range)]
+FillMode = Literal["reflect", "wrap", "constant", "nearest"]
 
 
-class AugmentLayer(Strict):
-    type: Literal["random_flip", "random_rotation", "random_zoom", "random_translation",
-                  "random_contrast", "random_brightness", "random_crop"] = Field(
-        description="A Keras random preprocessing layer.")
+def keyed_error(key: str, message: str) -> PydanticCustomError:
+    """A model validator's error about one key of its model: the error is reported at that key
+    (`augmentation.layers[0].factor`), not at the model, even where the key is not in the file."""
+    return PydanticCustomError("keyed_value_error", "{message}", {"key": key, "message": message})
+
+
+class AugmentBase(Strict):
+    """What every augmentation type shares: a type tag, only its own keys, and the ones it needs."""
+
+    # the keys it needs, in groups: any one key of a group will do; the first is named in errors
+    NEEDS: ClassVar[tuple[tuple[str, ...], ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_other_types_nulls(cls, value: Any) -> Any:
+        # A run's resolved config.yaml written by cnnctl 0.1 lists every key of every
+        # augmentation type, null where it was not given: a null key of another type is no
+        # value and is dropped. One with a value is an error ("random_flip does not use ...").
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items()
+                    if not (v is None and k in AUGMENT_KEYS and k not in cls.model_fields)}
+        return value
+
+    @model_validator(mode="after")
+    def _needed_keys(self) -> "AugmentBase":
+        for options in self.NEEDS:
+            if all(getattr(self, key) is None for key in options):
+                raise keyed_error(options[0], f"{self.type} needs `{'` or `'.join(options)}`")
+        return self
+
+
+class RandomFlip(AugmentBase):
+    type: Literal["random_flip"] = "random_flip"
     mode: Literal["horizontal", "vertical", "horizontal_and_vertical"] | None = Field(
-        None, description="random_flip (default horizontal).")
+        None, description="Which way images are flipped (default horizontal_and_vertical: "
+        "either way).")
+
+
+class RandomRotation(AugmentBase):
+    type: Literal["random_rotation"] = "random_rotation"
+    NEEDS = (("factor",),)
     factor: Factor | None = Field(
-        None, description="rotation (fraction of a full turn), zoom, contrast, brightness.")
+        None, description="Fraction of a full turn: f rotates by a random amount in [-f, f], "
+        "[low, high] in that range.")
+    fill_mode: FillMode | None = Field(
+        None, description="How new pixels are filled (default reflect).")
+
+
+class RandomZoom(AugmentBase):
+    type: Literal["random_zoom"] = "random_zoom"
+    NEEDS = (("height_factor", "factor"),)
+    factor: Factor | None = Field(
+        None, description="Both height_factor and width_factor, where they are not given.")
     height_factor: Factor | None = Field(
-        None, description="zoom, translation (fraction of the height).")
+        None, description="Zoom as a fraction of the height: f zooms by a random amount in "
+        "[-f, f] (> 0 zooms out), [low, high] in that range.")
     width_factor: Factor | None = Field(
-        None, description="zoom, translation (fraction of the width).")
-    height: PositiveInt | None = Field(None, description="random_crop: crop height.")
-    width: PositiveInt | None = Field(None, description="random_crop: crop width.")
-    fill_mode: Literal["reflect", "wrap", "constant", "nearest"] | None = Field(
-        None, description="How new pixels are filled: rotation, zoom, translation (default "
-        "reflect); random_crop's padding, constant (zeros, the default) or reflect.")
+        None, description="Zoom as a fraction of the width (default: factor, else the height's "
+        "zoom, keeping the aspect ratio).")
+    fill_mode: FillMode | None = Field(
+        None, description="How new pixels are filled (default reflect).")
+
+
+class RandomTranslation(AugmentBase):
+    type: Literal["random_translation"] = "random_translation"
+    NEEDS = (("height_factor", "factor"), ("width_factor", "factor"))
+    factor: Factor | None = Field(
+        None, description="Both height_factor and width_factor, where they are not given.")
+    height_factor: Factor | None = Field(
+        None, description="Shift as a fraction of the height: f shifts by a random amount in "
+        "[-f, f], [low, high] in that range.")
+    width_factor: Factor | None = Field(
+        None, description="Shift as a fraction of the width, likewise.")
+    fill_mode: FillMode | None = Field(
+        None, description="How new pixels are filled (default reflect).")
+
+
+class RandomContrast(AugmentBase):
+    type: Literal["random_contrast"] = "random_contrast"
+    NEEDS = (("factor",),)
+    factor: Factor | None = Field(
+        None, description="f scales the contrast by a random factor in [1 - f, 1 + f], "
+        "[low, high] by one in [1 - low, 1 + high].")
+
+
+class RandomBrightness(AugmentBase):
+    type: Literal["random_brightness"] = "random_brightness"
+    NEEDS = (("factor",),)
+    factor: Factor | None = Field(
+        None, description="Shift as a fraction of the 0..255 range: f by a random amount in "
+        "[-f, f], [low, high] in that range (-1 black, 1 white).")
+
+
+class RandomCrop(AugmentBase):
+    """Pad-and-crop: the image keeps its size (cnnctl's RandomPadCrop layer)."""
+
+    type: Literal["random_crop"] = "random_crop"
+    NEEDS = (("height",), ("width",))
+    height: PositiveInt | None = Field(
+        None, description="The padded height a random window of the image's height is cut "
+        "from (at least the image height; e.g. 40 for a 32-pixel image padded by 4).")
+    width: PositiveInt | None = Field(
+        None, description="The padded width a random window of the image's width is cut from.")
+    fill_mode: Literal["constant", "reflect"] | None = Field(
+        None, description="How the padding is filled: constant (zeros, the default) or reflect.")
+
+    @field_validator("fill_mode", mode="before")
+    @classmethod
+    def _pads_with(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in ("constant", "reflect"):
+            raise ValueError(f"random_crop pads with constant (zeros) or reflect, not {value}")
+        return value
+
+
+AUGMENT_SPECS: dict[str, type[AugmentBase]] = {
+    cls.model_fields["type"].default: cls
+    for cls in (RandomFlip, RandomRotation, RandomZoom, RandomTranslation, RandomContrast,
+                RandomBrightness, RandomCrop)
+}
+# the keys of all augmentation types (each type takes some of them)
+AUGMENT_KEYS = frozenset(k for cls in AUGMENT_SPECS.values() for k in cls.model_fields) - {"type"}
+
+AugmentSpec = Annotated[Union[RandomFlip, RandomRotation, RandomZoom, RandomTranslation,
+                              RandomContrast, RandomBrightness, RandomCrop],
+                        Field(discriminator="type")]
+"""One item of `augmentation.layers`: a Keras random preprocessing layer, by `type`."""
 
 
 class AugmentationConfig(Strict):
     placement: Literal["pipeline", "model"] = Field(
         "model", description="pipeline: in tf.data on the CPU; model: preprocessing layers in "
         "the model, run on the accelerator and inactive at inference.")
-    layers: list[AugmentLayer] = Field(default_factory=list, description="Applied in order, "
-                                       "to training images only.")
+    layers: list[AugmentSpec] = Field(default_factory=list, description="Applied in order, "
+                                      "to training images only (see augmentation types below).")
 
 
 # --------------------------------------------------------------------------- training
@@ -509,17 +620,44 @@ _TYPE_KINDS = {"int_type", "int_parsing", "int_from_float", "float_type", "float
 
 def _issue(source, schema, err, prefix, line_path) -> _Found:
     """Turn one pydantic error into a located, readable ConfigIssue."""
-    path, model, via_union, is_key = _strip_tags(schema, err["loc"])
+    path, model, via_union, is_key, types = _strip_tags(schema, err["loc"])
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    # the augmentation union's errors, not the layer union's: they have words of their own
+    augment = any(isinstance(m, type) and issubclass(m, AugmentBase) for t in types for m in _members(t))
     got = _shown(value)
     if kind in ("too_short", "too_long") and isinstance(value, list | tuple) and (
             ctx.get("actual_length") != len(value)):  # counts only the valid items: an echo
         kind = "length_after_validation"
-    if kind == "extra_forbidden":
+    if kind == "extra_forbidden" and isinstance(model, type) and issubclass(model, AugmentBase) and (
+            path[-1] in AUGMENT_KEYS):  # a key of another augmentation type
+        own = sorted(set(model.model_fields) - {"type"})
+        msg = f"{_tag_of(model)} does not use `{path[-1]}`; it takes {', '.join(own) or 'no options'}"
+        got = ""
+    elif kind == "extra_forbidden":
         allowed = sorted(model.model_fields) if model else []
         msg = f"unknown key {path[-1]!r}{did_you_mean(path[-1], allowed)}"
         if allowed:
             msg += f"; allowed keys: {', '.join(allowed)}"
+        got = ""
+    elif kind == "keyed_value_error":  # a model validator's error about one of its keys
+        msg, path, got = str(ctx["message"]), path + (ctx["key"],), ""
+    elif kind == "union_tag_invalid" and augment:
+        tag = ctx.get("tag")
+        msg = (f"unknown augmentation type {tag!r}{did_you_mean(tag, AUGMENT_SPECS)}; "
+               f"augmentation types: {', '.join(AUGMENT_SPECS)}")
+        path, got = path + ("type",), ""
+    elif kind in ("union_tag_not_found", "model_attributes_type", "model_type") and augment and (
+            not isinstance(value, dict)):
+        msg = ("an augmentation layer must be a mapping, e.g. {type: random_flip, mode: horizontal} "
+               f"(got {got})")
+    elif kind == "union_tag_not_found" and augment:
+        typo = next((k for k in value if isinstance(k, str) and did_you_mean(k, ("type",))), None)
+        if typo is None:
+            msg = f"missing `type:`; give an augmentation type: {', '.join(AUGMENT_SPECS)}"
+        else:
+            msg = (f"unknown key {typo!r}{did_you_mean(typo, ('type',))}; an augmentation layer needs "
+                   f"`type:`, one of {', '.join(AUGMENT_SPECS)}")
+            path = path + (typo,)
         got = ""
     elif kind == "union_tag_invalid":
         tag = ctx.get("tag")
@@ -605,7 +743,7 @@ def _literal_choices(ctx: dict) -> list[str]:
     return [c.strip(" '\"") for c in str(ctx.get("expected", "")).replace(" or ", ",").split(",")]
 
 
-def _strip_tags(schema, loc) -> tuple[tuple, type | None, bool, bool]:
+def _strip_tags(schema, loc) -> tuple[tuple, type | None, bool, bool, list]:
     """Drop what is not the user's path from a pydantic error location.
 
     Pydantic puts the tag of a discriminated-union member (`conv2d`), the name of a plain
@@ -614,7 +752,8 @@ def _strip_tags(schema, loc) -> tuple[tuple, type | None, bool, bool]:
 
     Returns:
         The user's path; the model class that holds its last key (for "allowed keys"); whether
-        a union member's name was dropped; whether the error is about a key.
+        a union member's name was dropped; whether the error is about a key; the types the
+        schema has at the path (the members of a union there tell which union it is).
     """
     path: list[Any] = []
     types: list[Any] = [schema]
@@ -652,7 +791,8 @@ def _strip_tags(schema, loc) -> tuple[tuple, type | None, bool, bool]:
             elif origin is dict and isinstance(part, str):
                 nxt.append(typing.get_args(m)[1])
         types = nxt
-    return tuple(path), holder if path and isinstance(path[-1], str) else None, via_union, is_key
+    return (tuple(path), holder if path and isinstance(path[-1], str) else None, via_union, is_key,
+            types)
 
 
 def _tag_of(cls) -> str | None:

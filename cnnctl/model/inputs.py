@@ -115,71 +115,35 @@ def front_layers(config, *, every_augmentation: bool = False) -> list["keras.lay
     return front
 
 
-# type: (fields it may use, fields it needs: a tuple means any one of them)
-_AUGMENT_FIELDS = {
-    "random_flip": ({"mode"}, []),
-    "random_rotation": ({"factor", "fill_mode"}, ["factor"]),
-    "random_zoom": ({"factor", "height_factor", "width_factor", "fill_mode"},
-                    [("height_factor", "factor")]),
-    "random_translation": ({"factor", "height_factor", "width_factor", "fill_mode"},
-                           [("height_factor", "factor"), ("width_factor", "factor")]),
-    "random_contrast": ({"factor"}, ["factor"]),
-    "random_brightness": ({"factor"}, ["factor"]),
-    "random_crop": ({"height", "width", "fill_mode"}, ["height", "width"]),
-}
-
-
 def augmentation_layers(augmentation, *, seed: int | None = None) -> list["keras.layers.Layer"]:
     """Keras random preprocessing layers for `augmentation.layers`, active in training only.
 
-    They work on pixel values 0..255 (brightness and contrast use value_range (0, 255)), so they
-    go before `preprocessing_layer`. random_flip without `mode` flips both ways (Keras's
-    default); random_zoom's and random_translation's `factor` stands for both height_factor and
-    width_factor; random_crop is pad-and-crop, see `RandomPadCrop`.
-
-    Raises:
-        ConfigValueError: a field is missing or does not apply, keyed augmentation.layers[i].FIELD.
+    The config schema has checked each item's keys (`cnnctl.config.schema.AugmentSpec`); this
+    maps each to its layer, item i seeded `seed + i`. They work on pixel values 0..255
+    (brightness and contrast use value_range (0, 255)), so they go before `preprocessing_layer`.
+    random_flip without `mode` flips both ways (Keras's default); random_zoom's and
+    random_translation's `factor` stands for both height_factor and width_factor; random_crop
+    is pad-and-crop, see `RandomPadCrop`.
     """
-    layers = []
-    for i, spec in enumerate(augmentation.layers):
-        where = f"augmentation.layers[{i}]"
-        allowed, needed = _AUGMENT_FIELDS[spec.type]
-        # a field is given when it has a value: a run's resolved config.yaml lists every
-        # field, null where it was left out
-        given = {f for f in spec.model_fields_set if getattr(spec, f) is not None}
-        for extra in sorted(given - allowed - {"type"}):
-            raise ConfigValueError(f"{where}.{extra}", f"{spec.type} does not use `{extra}`; it "
-                                   f"takes {', '.join(sorted(allowed)) or 'no options'}")
-        for need in needed:
-            options = need if isinstance(need, tuple) else (need,)
-            if all(getattr(spec, o) is None for o in options):
-                raise ConfigValueError(f"{where}.{options[0]}",
-                                       f"{spec.type} needs `{'` or `'.join(options)}`")
-        layers.append(_augment_layer(spec, where, None if seed is None else seed + i))
-    return layers
+    return [_augment_layer(spec, None if seed is None else seed + i)
+            for i, spec in enumerate(augmentation.layers)]
 
 
-def _augment_layer(spec, where: str, seed):
+def _augment_layer(spec, seed):
     kl = keras.layers
-    factor = spec.factor
-    height_factor = spec.height_factor if spec.height_factor is not None else factor
-    width_factor = spec.width_factor if spec.width_factor is not None else factor
     if spec.type == "random_flip":
         return kl.RandomFlip(spec.mode or "horizontal_and_vertical", seed=seed)
     if spec.type == "random_rotation":
-        return kl.RandomRotation(factor, fill_mode=spec.fill_mode or "reflect", seed=seed)
-    if spec.type == "random_zoom":
-        return kl.RandomZoom(height_factor, width_factor, fill_mode=spec.fill_mode or "reflect",
-                             seed=seed)
-    if spec.type == "random_translation":
-        return kl.RandomTranslation(height_factor, width_factor, fill_mode=spec.fill_mode or "reflect",
-                                    seed=seed)
+        return kl.RandomRotation(spec.factor, fill_mode=spec.fill_mode or "reflect", seed=seed)
+    if spec.type in ("random_zoom", "random_translation"):
+        height_factor = spec.height_factor if spec.height_factor is not None else spec.factor
+        width_factor = spec.width_factor if spec.width_factor is not None else spec.factor
+        layer = kl.RandomZoom if spec.type == "random_zoom" else kl.RandomTranslation
+        return layer(height_factor, width_factor, fill_mode=spec.fill_mode or "reflect", seed=seed)
     if spec.type == "random_contrast":
-        return kl.RandomContrast(factor, value_range=(0, 255), seed=seed)
+        return kl.RandomContrast(spec.factor, value_range=(0, 255), seed=seed)
     if spec.type == "random_brightness":
-        return kl.RandomBrightness(factor, value_range=(0, 255), seed=seed)
-    fill = spec.fill_mode or "constant"
-    if fill not in ("constant", "reflect"):
-        raise ConfigValueError(f"{where}.fill_mode", f"random_crop pads with constant (zeros) "
-                               f"or reflect, not {fill}")
-    return RandomPadCrop(spec.height, spec.width, fill_mode=fill, seed=seed)
+        return kl.RandomBrightness(spec.factor, value_range=(0, 255), seed=seed)
+    if spec.type == "random_crop":
+        return RandomPadCrop(spec.height, spec.width, fill_mode=spec.fill_mode or "constant", seed=seed)
+    raise AssertionError(f"no layer for augmentation type {spec.type!r}")  # the schema has them all

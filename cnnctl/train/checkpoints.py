@@ -25,7 +25,7 @@ import warnings
 
 import numpy as np
 
-from cnnctl import runs
+from cnnctl import keras_compat, runs
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError
 
@@ -51,7 +51,7 @@ def atomic_save(model: keras.Model, path: Path, optimizer_state: bool = True) ->
     from cnnctl import outputs
 
     def save(tmp: Path) -> None:
-        with contextlib.nullcontext() if optimizer_state else _uncompiled(model):
+        with contextlib.nullcontext() if optimizer_state else keras_compat.uncompiled(model):
             model.save(tmp)
 
     outputs.write_file(Path(path), save, sync=True, error=_write_error)
@@ -63,20 +63,6 @@ def _write_error(path: Path, e: OSError) -> CheckpointWriteError:
         f"{path}: {'disk full' if full else e.strerror or e} while writing the checkpoint; "
         f"the previous {path.name} (if any) is kept. "
         + ("Free some space, then resume the run." if full else "Check the folder, then resume."))
-
-
-@contextlib.contextmanager
-def _uncompiled(model: keras.Model):
-    """`model` looks uncompiled while saving, so the .keras file holds no optimizer state and no
-    compile config (keras.saving.load_model gives back an uncompiled model). Keras 3 has no
-    option for it: `include_optimizer` is read for legacy .h5 files only (keras/src/saving/
-    saving_api.py, Keras 3.15), and a .keras file saves whatever `model.optimizer` holds."""
-    optimizer, compiled = model.optimizer, model.compiled
-    model.optimizer, model.compiled = None, False
-    try:
-        yield
-    finally:
-        model.optimizer, model.compiled = optimizer, compiled
 
 
 def load_weights(model: keras.Model, path: Path) -> None:
@@ -101,13 +87,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def seed_states(model: keras.Model) -> list[list[int]]:
     """The states of the model's random generators (dropout, augmentation), which `save` omits."""
-    return [np.asarray(v.numpy()).tolist() for v in model.variables
-            if "seed_generator_state" in v.path]
+    return [np.asarray(v.numpy()).tolist() for v in keras_compat.seed_variables(model)]
 
 
 def restore_seed_states(model: keras.Model, states: list) -> None:
-    variables = [v for v in model.variables if "seed_generator_state" in v.path]
-    for variable, value in zip(variables, states):
+    for variable, value in zip(keras_compat.seed_variables(model), states):
         variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
@@ -144,10 +128,12 @@ class Checkpoints(keras.callbacks.Callback):
     """best.keras (by `monitor`) and last.keras, each written atomically at every epoch end,
     with the optimizer state only if `optimizer_state`."""
 
-    def __init__(self, folder: Path, monitor: str, guard: NanGuard, best: float | None = None,
-                 weights=contextlib.nullcontext, optimizer_state: bool = False):
+    def __init__(self, folder: Path, monitor: str, guard: NanGuard, interruption: Interruption,
+                 best: float | None = None, weights=contextlib.nullcontext,
+                 optimizer_state: bool = False):
         super().__init__()
         self.folder, self.monitor, self.guard = Path(folder), monitor, guard
+        self.interruption = interruption
         self.weights = weights  # () -> context in which the model holds the weights to save
         self.optimizer_state = optimizer_state
         self.mode = monitor_mode(monitor)
@@ -159,7 +145,7 @@ class Checkpoints(keras.callbacks.Callback):
         return value > self.best if self.mode == "max" else value < self.best
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.guard.failed or self.model.stop_training and _interrupted(self.model):
+        if self.guard.failed or self.interruption:
             return
         value = (logs or {}).get(self.monitor)
         with self.weights():
@@ -184,15 +170,9 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
         super().__init__(swap_on_epoch=False)
         self.raw = None
 
-    @contextlib.contextmanager
     def averaged(self):
-        self._swap_variables()
-        self._ema_weights_in_model = True
-        try:
-            yield
-        finally:
-            self._swap_variables()
-            self._ema_weights_in_model = False
+        """A context in which the model holds the averaged weights."""
+        return keras_compat.ema_weights(self)
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch == self.params["epochs"] - 1:
@@ -203,8 +183,16 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
             variable.assign(value)
 
 
-def _interrupted(model) -> bool:
-    return getattr(model, "_cnnctl_interrupted", False)
+class Interruption:
+    """Whether a signal stopped training in the middle of an epoch, and where: set by
+    `SignalStop`, read by `Checkpoints` and `Backups`, for which the end of an interrupted epoch
+    is no epoch end (no checkpoint, no epoch-end backup: the step backup is the newest state)."""
+
+    def __init__(self):
+        self.stopped_at: tuple[int, int] | None = None  # (epoch, steps done in it)
+
+    def __bool__(self) -> bool:
+        return self.stopped_at is not None
 
 
 class Backups(keras.callbacks.Callback):
@@ -214,11 +202,13 @@ class Backups(keras.callbacks.Callback):
     run from one that can simply be resumed; the next backup (of a resumed run) removes it.
     """
 
-    def __init__(self, run_dir: Path, guard: NanGuard, every_steps: int | None,
-                 steps_per_epoch: int, extra_state, start_epoch: int = 0, start_step: int = 0):
+    def __init__(self, run_dir: Path, guard: NanGuard, interruption: Interruption,
+                 every_steps: int | None, steps_per_epoch: int, extra_state, start_epoch: int = 0,
+                 start_step: int = 0):
         super().__init__()
         self.dir = Path(run_dir) / BACKUP_DIR
-        self.guard, self.every, self.spe = guard, every_steps, steps_per_epoch
+        self.guard, self.interruption = guard, interruption
+        self.every, self.spe = every_steps, steps_per_epoch
         self.extra_state = extra_state  # () -> dict of other callbacks' state
         self.epoch, self.offset = start_epoch, start_step  # the first epoch may start mid-way
 
@@ -227,7 +217,7 @@ class Backups(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.offset = 0
-        if not self.guard.failed and not _interrupted(self.model):
+        if not self.guard.failed and not self.interruption:
             self.save(epoch + 1, 0)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -293,9 +283,14 @@ class SignalStop(keras.callbacks.Callback):
     def __init__(self, backups: Backups, at_once: bool = False):
         super().__init__()
         self.backups, self.at_once = backups, at_once
+        self.interruption = backups.interruption
         self.received: int | None = None
-        self.stopped_at: tuple[int, int] | None = None  # (epoch, steps done in it)
         self.previous = {}
+
+    @property
+    def stopped_at(self) -> tuple[int, int] | None:
+        """(epoch, steps done in it) where a signal stopped training, or None."""
+        return self.interruption.stopped_at
 
     def _handler(self, signum, frame):
         if self.received is not None and signum == signal.SIGINT:
@@ -315,8 +310,7 @@ class SignalStop(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.received is not None and not self.model.stop_training:
-            self.model._cnnctl_interrupted = True
-            self.stopped_at = (self.backups.epoch, self.backups.offset + batch + 1)
+            self.interruption.stopped_at = (self.backups.epoch, self.backups.offset + batch + 1)
             if not self.backups.guard.failed:
                 self.backups.save(*self.stopped_at)
             self.model.stop_training = True

@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 
-from cnnctl import messages
+from cnnctl import keras_compat, messages
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError, ConfigValueError
 
@@ -152,7 +152,7 @@ def _multi_worker(backend: str) -> Plan:
     cluster, kind, index = _cluster()
     import tensorflow as tf
 
-    _fix_keras_multi_worker()
+    keras_compat.fix_multi_worker_trainer()
     members = [*cluster.get("chief", []), *cluster.get("worker", [])]
     messages.say(f"distribute: multi_worker, this is {kind} {index} of {len(members)} workers "
              f"({', '.join(members)}); waiting for every one of them to connect")
@@ -167,50 +167,6 @@ def _multi_worker(backend: str) -> Plan:
         [d.name for d in tf.config.list_logical_devices("CPU")]
     return Plan("multi_worker", strategy.num_replicas_in_sync, devices, strategy.scope(),
                 chief=chief, task=f"{kind} {index}", workers=members, strategy=strategy)
-
-
-def _fix_keras_multi_worker() -> None:
-    """Two places where Keras's TensorFlow trainer mishandles MultiWorkerMirroredStrategy
-    (keras-team/keras#20585, open; measured with Keras 3.15.1 and TensorFlow 2.21), mended
-    where they are, for that strategy only:
-
-    - before the first step `fit` builds the model's metrics on one input batch, which it gets
-      by `strategy.reduce("MEAN", batch)`: a collective op on a per-replica value outside a
-      tf.function, which this strategy refuses. The first local replica's batch has the shapes
-      and dtypes wanted.
-    - every step's logs are reduced with `strategy.reduce("MEAN", value, axis=0)`: axis 0 of a
-      scalar. They are averaged over the replicas of all workers (axis=None) instead.
-    """
-    from keras.src.backend.tensorflow import trainer
-    from keras.src import tree
-
-    if getattr(trainer, "_cnnctl_multi_worker", False):
-        return
-    import tensorflow as tf
-
-    multi_worker = trainer._collective_all_reduce_multi_worker
-    reduce_per_replica = trainer.reduce_per_replica
-    symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
-
-    def reduce(values, strategy, reduction):
-        if reduction in ("auto", "mean") and multi_worker(strategy):
-            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return reduce_per_replica(values, strategy, reduction)
-
-    def build(self, iterator=None, data_batch=None):
-        if iterator is not None and multi_worker(self.distribute_strategy):
-            local = self.distribute_strategy.experimental_local_results
-            for _, _, it in iterator:
-                data_batch = tree.map_structure(
-                    lambda x: local(x)[0] if isinstance(x, tf.distribute.DistributedValues) else x,
-                    next(it))
-                break
-            iterator = None
-        return symbolic_build(self, iterator=iterator, data_batch=data_batch)
-
-    trainer.reduce_per_replica = reduce
-    trainer.TensorFlowTrainer._maybe_symbolic_build = build
-    trainer._cnnctl_multi_worker = True
 
 
 def agree(plan: Plan, epoch: int, step: int) -> None:

@@ -10,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cnnctl.train import callbacks as callbacks_lib
 from cnnctl.train import checkpoints
 from cnnctl.config import schema as config_lib
 from cnnctl.data import load as data_lib
@@ -48,90 +49,6 @@ class NumericalFailure(CnnctlError):
     """The loss became NaN or infinite."""
 
     exit_code = 3
-
-
-class _KeepState(keras.callbacks.Callback):
-    """Carries the memory of early stopping and LR-on-plateau across `fit` calls and resumes
-    (Keras resets it in on_train_begin)."""
-
-    FIELDS = ("wait", "best", "cooldown_counter", "stopped_epoch")
-
-    def __init__(self, callbacks: dict, saved: dict | None):
-        super().__init__()
-        self.callbacks, self.saved = callbacks, saved or {}
-
-    def state(self) -> dict:
-        return {name: {f: _plain(getattr(cb, f)) for f in self.FIELDS if hasattr(cb, f)}
-                for name, cb in self.callbacks.items()}
-
-    def on_train_begin(self, logs=None):
-        for name, fields in self.saved.items():
-            for field, value in fields.items():
-                setattr(self.callbacks[name], field, value)
-
-    def on_train_end(self, logs=None):
-        self.saved = self.state()
-
-
-def _plain(value):
-    try:
-        return float(value) if not isinstance(value, int) else value
-    except (TypeError, ValueError):
-        return None
-
-
-class _EpochTimer(keras.callbacks.Callback):
-    """Adds `epoch_seconds` (wall time of the epoch, validation included) to the logs, so that
-    history.csv records the speed of every epoch."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["epoch_seconds"] = time.perf_counter() - self.start
-
-
-def _callbacks(cfg: config_lib.Config, run_dir: Path, has_val: bool, steps_per_epoch: int,
-               state: dict, lockstep: bool = False) -> tuple[list, dict]:
-    """The callbacks of a run, in the order they must run, and the ones train() inspects;
-    `lockstep`: one of several multi_worker processes (a signal stops it at once)."""
-    def monitored(name: str) -> str:
-        return name if has_val or not name.startswith("val_") else name[len("val_"):]
-
-    guard = checkpoints.NanGuard()
-    averaged = checkpoints.AveragedWeights() if cfg.optimizer.ema_momentum is not None else None
-    ckpt = checkpoints.Checkpoints(run_dir / runs.CHECKPOINTS, monitored(cfg.train.checkpoint_monitor),
-                                   guard, best=state.get("best"),
-                                   weights=averaged.averaged if averaged else contextlib.nullcontext,
-                                   optimizer_state="optimizer_state" in cfg.run.keep)
-    stateful = {}
-    if cfg.train.early_stopping:
-        es = cfg.train.early_stopping
-        stateful["early_stopping"] = keras.callbacks.EarlyStopping(
-            monitor=monitored(es.monitor), patience=es.patience, min_delta=es.min_delta,
-            restore_best_weights=es.restore_best_weights)
-    if cfg.train.reduce_lr_on_plateau:
-        rl = cfg.train.reduce_lr_on_plateau
-        stateful["reduce_lr"] = keras.callbacks.ReduceLROnPlateau(
-            monitor=monitored(rl.monitor), factor=rl.factor, patience=rl.patience, min_lr=rl.min_lr)
-    keep = _KeepState(stateful, state.get("callbacks"))
-    backups = checkpoints.Backups(run_dir, guard, cfg.train.backup_every_steps, steps_per_epoch,
-                                  extra_state=lambda: {"best": ckpt.best, "callbacks": keep.state()},
-                                  start_epoch=state.get("epoch", 0), start_step=state.get("step", 0))
-    stop = checkpoints.SignalStop(backups, at_once=lockstep)
-    # the epoch-end backup after every other epoch-end step: it holds the early-stopping and
-    # LR-plateau memory of that epoch, and history.csv has the epoch's row before it exists
-    callbacks = [guard, stop, ckpt, *stateful.values(), keep, _EpochTimer(),
-                 logs.HistoryCSV(run_dir / runs.HISTORY), backups]
-    if averaged:
-        # last: its end-of-fit snapshot of the raw weights follows the checkpoints' swaps, which
-        # round (TensorFlow swaps in place by adding and subtracting)
-        callbacks.append(averaged)
-    if cfg.train.tensorboard and keras.backend.backend() == "tensorflow":
-        callbacks.append(keras.callbacks.TensorBoard(run_dir / runs.LOGS, profile_batch=0))
-    return callbacks, {"guard": guard, "stop": stop, "backups": backups, "averaged": averaged,
-                       **stateful}
 
 
 def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
@@ -231,7 +148,7 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
         _report_data(splits)
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
-        callbacks, named = _callbacks(cfg, path, splits.val is not None, spe, state,
+        callbacks, named = callbacks_lib.build(cfg, path, splits.val is not None, spe, state,
                                       lockstep=spread.kind == "multi_worker")
         # Keras's own progress bar counts the steps of each fit() call; ours counts the run's
         progress = logs.Progress(verbose, spe, cfg.train.epochs) if verbose else None
