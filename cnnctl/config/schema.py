@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import re
@@ -15,7 +16,7 @@ from pydantic import (BeforeValidator, Field, NonNegativeFloat, NonNegativeInt, 
 from pydantic_core import PydanticCustomError
 
 from cnnctl.config import yaml_source
-from cnnctl.errors import CnnctlError, ConfigError, ConfigIssue
+from cnnctl.errors import CnnctlError, ConfigError, ConfigIssue, ConfigValueError
 from cnnctl.config.layer_specs import KERAS_LAYER_NAMES, LAYER_SPECS, NAME_PATTERN, LayerSpec, Strict
 
 
@@ -412,6 +413,23 @@ class LoadedConfig:
         if any(path[:len(o)] == o for o in self.source.overridden):
             return ConfigError([ConfigIssue("--set", None, key, message)])
         return ConfigError([self.source.issue(path, message)])
+
+    @contextlib.contextmanager
+    def located(self):
+        """Inside this block a `ConfigValueError`, whoever raises it (a data source, a layer, the
+        distribution plan), leaves as a ConfigError at FILE:LINE: path of its key. Code below
+        the config raises ConfigValueError(key, detail); the entry points that hold the loaded
+        config (train, check, data check, eval, a run's test images) run inside this."""
+        try:
+            yield
+        except ConfigValueError as e:
+            raise self.error_at(e.key, e.detail) from None
+
+
+def located(config):
+    """`config.located()` for a LoadedConfig; for a bare Config (no file to point at), a block
+    that lets ConfigValueError through as it is (`key: detail`)."""
+    return config.located() if isinstance(config, LoadedConfig) else contextlib.nullcontext()
 
 
 def did_you_mean(word: Any, choices, aliases: dict[str, str] | None = None) -> str:

@@ -14,25 +14,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cnnctl.data import sources
+from cnnctl.data import batches, sources
 from cnnctl.backend import keras
 
-EVAL_BATCH = 256  # as the tf.data pipelines: independent of train.batch_size
-
-
-def _label_fn(label_mode: str, num_classes: int, on_device: bool):
-    if on_device:
-        ops = keras.ops
-        return {
-            "int": lambda y: y,
-            "categorical": lambda y: ops.one_hot(y, num_classes, dtype="float32"),
-            "binary": lambda y: ops.reshape(ops.cast(y, "float32"), (-1, 1)),
-        }[label_mode]
-    return {
-        "int": lambda y: y.astype(np.int32),
-        "categorical": lambda y: np.eye(num_classes, dtype=np.float32)[y],
-        "binary": lambda y: y.astype(np.float32).reshape(-1, 1),
-    }[label_mode]
 
 
 def place(part: sources.Part, on_device: bool):
@@ -56,7 +40,8 @@ class _Arrays(keras.utils.PyDataset):
         self.on_device = on_device
         self.images, self.labels = place(part, on_device)
         self.count = len(part)
-        self.to_labels = _label_fn(label_mode, num_classes, on_device)
+        self.to_labels = batches.label_fn(label_mode, num_classes,
+                                          keras.ops if on_device else None)
 
     def rows(self, index):
         """(float32 images 0..255, labels) of a slice or an index array."""
@@ -75,7 +60,7 @@ class Batches(_Arrays):
     `multiple`, the last n % multiple images are left out (see `whole`)."""
 
     def __init__(self, part: sources.Part, num_classes: int, label_mode: str,
-                 batch_size: int = EVAL_BATCH, on_device: bool = False, multiple: int = 1):
+                 batch_size: int = batches.EVAL_BATCH, on_device: bool = False, multiple: int = 1):
         super().__init__(part, num_classes, label_mode, on_device)
         self.batch_size, self.multiple = batch_size, multiple
         self.used = self.count - self.count % multiple

@@ -11,9 +11,10 @@ import numpy as np
 
 from cnnctl.data import images
 from cnnctl.data import sources
-from cnnctl.errors import CnnctlError, ConfigValueError
+from cnnctl.data.splits import SPLITS, training_splits
+from cnnctl.config import schema as config_lib
+from cnnctl.errors import CnnctlError
 
-SPLITS = ("train", "val", "test")
 TOP_SIZES = 10  # image sizes listed per split, most common first
 _ARRAY_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
@@ -47,13 +48,9 @@ def check(config, progress=None) -> dict:
                           "data: {source: keras, name: mnist}")
     carve = data.validation_split > 0
     need = {"train", "test"} | (set() if carve else {"val"})
-    try:
+    with config_lib.located(config):
         class_names, parts = sources.SOURCES[data.source](data, need)
         splits = _training_splits(parts, data, cfg.train.seed)
-    except ConfigValueError as e:
-        if hasattr(config, "error_at"):  # a LoadedConfig: name the file and line
-            raise config.error_at(e.key, e.detail) from None
-        raise
     report = {"config": str(getattr(config, "file", "")) or None, "source": data.source,
               "class_names": list(class_names), "splits": {}, "unreadable": [],
               "duplicates": [], "warnings": []}
@@ -74,18 +71,12 @@ def check(config, progress=None) -> dict:
 
 def _training_splits(parts: dict, data, seed: int) -> dict:
     """split -> (the part, the source split its images come from, their index there), after
-    max_*_samples and validation_split, exactly as `cnnctl.data.load.load` splits them."""
-    positions = {name: sources.Part(part.labels, files=np.arange(len(part)))
-                 for name, part in parts.items()}
+    max_*_samples and validation_split, by `splits.training_splits` as training splits them:
+    it splits parts whose files are their positions, so each image keeps its source index."""
+    positions = training_splits({name: sources.Part(part.labels, files=np.arange(len(part)))
+                                 for name, part in parts.items()}, data, seed)
     origins = {name: name for name in parts}
-    for name, limit in (("train", data.max_train_samples), ("test", data.max_test_samples)):
-        if name in positions and limit:
-            positions[name] = positions[name].take(slice(None, limit))
-    if data.validation_split > 0 and "train" in positions:
-        from cnnctl.data import load as data_lib  # TensorFlow: only when there is a split to carve
-
-        positions["train"], positions["val"] = data_lib.carve(
-            positions["train"], data.validation_split, seed)
+    if "val" in positions and "val" not in parts:
         origins["val"] = "train"
     return {split: (parts[origins[split]].take(positions[split].files), origins[split],
                     positions[split].files) for split in SPLITS if split in positions}

@@ -51,8 +51,8 @@ def image_spec(input_shape, image_size=None, color_mode: str | None = None) -> I
     """
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 3 or shape[2] not in (1, 3):
-        raise CnnctlError(f"model.input_shape: images need [height, width, channels] with 1 "
-                          f"(grayscale) or 3 (rgb) channels; got {list(shape)}")
+        raise ConfigValueError("model.input_shape", f"images need [height, width, channels] "
+                               f"with 1 (grayscale) or 3 (rgb) channels; got {list(shape)}")
     height, width, channels = shape
     if image_size is not None and tuple(image_size) != (height, width):
         raise ConfigValueError("data.image_size", f"{list(image_size)} differs from model.input_shape "

@@ -11,16 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from cnnctl.data import images
+from cnnctl.data import batches, images
 from cnnctl.data import sources
+from cnnctl.data.splits import SPLITS, training_splits
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError, ConfigValueError
 
 
-SPLITS = ("train", "val", "test")
 # Image folders (`data.cache`) are decoded into memory up to this many bytes of uint8 pixels.
 CACHE_BYTES = 2 * 1024**3
-LABEL_MODES = ("int", "categorical", "binary")
 
 
 @dataclasses.dataclass
@@ -80,8 +79,8 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int =
     if data is None:
         raise CnnctlError("the config has no `data:` section; add one, e.g. "
                           "data: {source: keras, name: mnist}")
-    if label_mode not in LABEL_MODES or not set(splits) <= set(SPLITS):
-        raise ValueError(f"label_mode must be one of {LABEL_MODES} and splits among {SPLITS}; "
+    if label_mode not in batches.LABEL_MODES or not set(splits) <= set(SPLITS):
+        raise ValueError(f"label_mode must be one of {batches.LABEL_MODES} and splits among {SPLITS}; "
                          f"received label_mode={label_mode!r}, splits={splits!r}")
     spec = images.image_spec(input_shape, data.image_size, data.color_mode)
     carving = data.validation_split > 0
@@ -91,12 +90,7 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int =
     class_names, parts = sources.SOURCES[data.source](data, need)
 
     available = {name: len(part) for name, part in parts.items()}
-    for name, limit in (("train", data.max_train_samples), ("test", data.max_test_samples)):
-        if name in parts and limit:
-            parts[name] = parts[name].take(slice(None, limit))
-    if carving and "train" in parts:
-        parts["train"], parts["val"] = carve(parts["train"], data.validation_split,
-                                             config.train.seed)
+    parts = training_splits(parts, data, config.train.seed)
 
     skipped: list[tuple[str, str]] = []
     before = {name: np.bincount(part.labels, minlength=len(class_names))
@@ -214,20 +208,6 @@ def _need_tensorflow(data) -> None:
                                "tf.data (they need resizing, or data.cache is off, or they do "
                                "not fit in memory), and TensorFlow is not installed; install "
                                "tensorflow, or use an in-memory source (keras, npz)") from None
-
-
-def carve(part: sources.Part, fraction: float, seed: int) -> tuple[sources.Part, sources.Part]:
-    """Split off a seeded random `fraction` of a part as validation; both keep their order."""
-    n = len(part)
-    k = int(round(n * fraction))
-    if k == 0 or k == n:
-        raise ConfigValueError(
-            "data.validation_split",
-            f"{fraction} of {n} training images leaves "
-            f"{'no validation' if k == 0 else 'no training'} images; use more data "
-            f"or a {'larger' if k == 0 else 'smaller'} fraction")
-    order = np.random.default_rng(seed).permutation(n)
-    return part.take(np.sort(order[k:])), part.take(np.sort(order[:k]))
 
 
 def _check_readable(split: str, before: np.ndarray, part: sources.Part, class_names, data,

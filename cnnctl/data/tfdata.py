@@ -7,46 +7,33 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cnnctl.data import images
-from cnnctl.data import sources
 from cnnctl.backend import keras  # noqa: F401  (first: silences TensorFlow's start-up noise)
+from cnnctl.data import batches, images, sources
 
 import tensorflow as tf
+
 
 def pipeline(part: sources.Part, spec, num_classes: int, label_mode: str) -> tf.data.Dataset:
     """A batched evaluation pipeline of (float32 images 0..255, labels): in order, no augmentation."""
     autotune = tf.data.AUTOTUNE
-    to_labels = _label_fn(label_mode, num_classes)
+    to_labels = batches.label_fn(label_mode, num_classes, tf)
     labels = part.labels.astype(np.int32)
     if part.images is not None:
-        ds = tf.data.Dataset.from_tensor_slices((part.images, labels)).batch(EVAL_BATCH)
+        ds = tf.data.Dataset.from_tensor_slices((part.images, labels)).batch(batches.EVAL_BATCH)
     else:
         decode = images.decode_fn(spec, encoded=part.encoded)
         ds = tf.data.Dataset.from_tensor_slices((part.files, part.native, labels))
         ds = ds.map(lambda f, native, y: (decode(f, native), y), num_parallel_calls=autotune)
-        ds = ds.batch(EVAL_BATCH)
+        ds = ds.batch(batches.EVAL_BATCH)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), to_labels(y)), num_parallel_calls=autotune)
     return ds.prefetch(autotune)
-
-
-# Evaluation batches: independent of train.batch_size (it changes no result), large enough to
-# keep the per-batch overhead small.
-EVAL_BATCH = 256
-
-
-def _label_fn(label_mode: str, num_classes: int):
-    return {
-        "int": lambda y: y,
-        "categorical": lambda y: tf.one_hot(y, num_classes, dtype=tf.float32),
-        "binary": lambda y: tf.reshape(tf.cast(y, tf.float32), (-1, 1)),
-    }[label_mode]
 
 
 def decode_all(part: sources.Part, spec) -> np.ndarray:
     """The files of a part decoded at the model's size: uint8 [N, H, W, C], in parallel."""
     decode = images.decode_fn(spec, encoded=part.encoded)
     ds = tf.data.Dataset.from_tensor_slices((part.files, part.native))
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(EVAL_BATCH)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batches.EVAL_BATCH)
     return np.concatenate(list(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()))
 
 
@@ -61,7 +48,7 @@ def train_stream(part: sources.Part, spec, num_classes: int, label_mode: str, tr
     autotune = tf.data.AUTOTUNE
     n, batch_size = len(part), train.batch_size
     seed = tf.constant(train.seed, tf.int64)
-    to_labels = _label_fn(label_mode, num_classes)
+    to_labels = batches.label_fn(label_mode, num_classes, tf)
     labels = part.labels.astype(np.int32)
     def permutation(epoch):
         noise = tf.random.stateless_uniform([n], seed=tf.stack([seed, tf.cast(epoch, tf.int64)]))

@@ -60,13 +60,10 @@ def describe(loaded: config_lib.LoadedConfig) -> dict:
     from cnnctl.model import classes
     from cnnctl.data import sources
     from cnnctl.model import inputs
-    from cnnctl.errors import ConfigValueError
 
     model, infos = model_lib.build_with_info(loaded, pretrained=False)  # same shapes, no download
-    try:
+    with loaded.located():
         inputs.front_layers(loaded.config, every_augmentation=True)
-    except ConfigValueError as e:
-        raise loaded.error_at(e.key, e.detail) from None
     class_names = sources.known_class_names(loaded.config.data)
     if class_names:
         classes.check_output(loaded, model.output_shape[-1], class_names)

@@ -21,7 +21,7 @@ from cnnctl.model import build as model_lib
 from cnnctl.train import optim
 from cnnctl import runs
 from cnnctl.backend import keras
-from cnnctl.errors import CnnctlError, ConfigValueError
+from cnnctl.errors import CnnctlError
 
 
 @contextlib.contextmanager
@@ -72,10 +72,8 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
     if cfg.data is None:
         raise CnnctlError(f"{loaded.file}: no `data:` section; say what to train on, e.g. "
                           "data: {source: keras, name: fashion_mnist}")
-    try:  # first: a multi_worker cluster must be set up before TensorFlow runs anything
+    with loaded.located():  # first: a multi_worker cluster must be set up before TensorFlow runs
         spread = distribute.plan(cfg.train, cfg.optimizer.reference_batch_size)
-    except ConfigValueError as e:
-        raise loaded.error_at(e.key, e.detail) from None
     backup = None
     if resume is not None:
         backup = _resumable(loaded, Path(resume))
@@ -84,13 +82,14 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
         runs.check_can_create(loaded, run_dir)  # before minutes of data loading, not after
     # before the first variable: workers that disagree would wait on each other's collectives
     distribute.agree(spread, *((backup[0]["epoch"], backup[0]["step"]) if backup else (0, 0)))
-    if spread.chief:
-        return _train(loaded, spread, run_dir, backup, verbose)
-    scratch = Path(tempfile.mkdtemp(prefix=f"cnnctl-{spread.task.replace(' ', '-')}-"))
-    try:
-        return _train(loaded, spread, run_dir, backup, verbose, scratch=scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with loaded.located():  # a value that fails in data loading, the model or compile
+        if spread.chief:
+            return _train(loaded, spread, run_dir, backup, verbose)
+        scratch = Path(tempfile.mkdtemp(prefix=f"cnnctl-{spread.task.replace(' ', '-')}-"))
+        try:
+            return _train(loaded, spread, run_dir, backup, verbose, scratch=scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbose,
@@ -105,14 +104,11 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
     start = time.perf_counter()
     scaled = spread.effective(cfg)  # global batch size and learning rates of all replicas
     with _precision(cfg.train.mixed_precision), spread.scope:
-        try:
-            model = model_lib.assemble(loaded)
-            splits = data_lib.load(scaled, input_shape=tuple(cfg.model.input_shape),
-                                   label_mode=optim.label_mode(cfg),
-                                   multiple=spread.replicas if spread.kind == "data_parallel" else 1,
-                                   progress=logs.FileCheckProgress())
-        except ConfigValueError as e:
-            raise loaded.error_at(e.key, e.detail) from None
+        model = model_lib.assemble(loaded)
+        splits = data_lib.load(scaled, input_shape=tuple(cfg.model.input_shape),
+                               label_mode=optim.label_mode(cfg),
+                               multiple=spread.replicas if spread.kind == "data_parallel" else 1,
+                               progress=logs.FileCheckProgress())
         _check_classes(loaded, model, splits.class_names)
         spe = splits.steps_per_epoch
         model.compile(optimizer=optim.optimizer(scaled.optimizer, spe, cfg.train.epochs,

@@ -9,6 +9,7 @@ import numpy as np
 
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError, ConfigValueError
+from cnnctl.data.splits import SPLITS
 from cnnctl.model import build as model_lib
 from cnnctl.use import trained
 
@@ -295,8 +296,8 @@ def run(path: Path, *, split: str = "test", data_dir: Path | None = None,
     from cnnctl import runs
 
     path = Path(path)
-    if split not in data_lib.SPLITS:
-        raise CnnctlError(f"--split {split!r}: choose one of {', '.join(data_lib.SPLITS)}")
+    if split not in SPLITS:
+        raise CnnctlError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
     if tta not in (None, "none", "flip"):
         raise CnnctlError(f"--tta {tta!r}: choose none or flip")
     files = output_files(path, split, data_dir)
@@ -319,12 +320,11 @@ def run(path: Path, *, split: str = "test", data_dir: Path | None = None,
         raise CnnctlError(f"{path}: a .keras file has no data attached; give --data DIR (a folder "
                           "with one subfolder per class) or evaluate its run directory")
     try:
-        splits = data_lib.load(config, input_shape=input_shape, label_mode=label_mode,
-                               splits=(split,))
-    except ConfigValueError as e:
-        if data_dir is not None:
-            raise CnnctlError(f"--data: {e.detail}") from None
-        raise loaded.error_at(e.key, e.detail) from None
+        with config_lib.located(config if data_dir is not None else loaded):
+            splits = data_lib.load(config, input_shape=input_shape, label_mode=label_mode,
+                                   splits=(split,))
+    except ConfigValueError as e:  # --data: the config is cnnctl's own, not a file
+        raise CnnctlError(f"--data: {e.detail}") from None
     if class_names is None:
         class_names = splits.class_names
     elif data_dir is not None and splits.class_names != class_names:

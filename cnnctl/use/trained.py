@@ -159,13 +159,15 @@ def test_arrays(run_dir: Path, input_shape, limit: int | None = None) -> TestIma
     """
     from cnnctl.data import load as data_lib
 
-    config = runs.load_config(run_dir).config
+    loaded = runs.load_config(run_dir)
+    config = loaded.config
     own = config.data.max_test_samples
     keep = min(x for x in (own, limit) if x) if (own or limit) else None
     config = config.model_copy(update={"data": config.data.model_copy(
         update={"max_test_samples": keep})})
-    splits = data_lib.load(config, input_shape=tuple(input_shape), label_mode="int",
-                           splits=("test",))
+    with loaded.located():  # RUN/config.yaml:LINE: data.train_dir: ... (data moved away)
+        splits = data_lib.load(config, input_shape=tuple(input_shape), label_mode="int",
+                               splits=("test",))
     if splits.test is None:
         raise CnnctlError(f"{run_dir}: the run has no test split (data.test_dir, or a source with "
                           "one); these commands use its test images")
