@@ -19,14 +19,13 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from cnnctl import __version__
+from cnnctl import __version__, runs
 from cnnctl.errors import CnnctlError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPORT_GENERATOR = '<meta name="generator" content="cnnctl report">'
 EVAL_KEYS = {"accuracy", "loss", "num_samples", "class_names", "per_class", "confusion_matrix"}
 SAVEDMODEL_ENTRIES = {"saved_model.pb", "variables", "assets", "fingerprint.pb", "keras_metadata.pb"}
-RUN_MARKERS = ("config.yaml",)  # a folder holding these was made by `cnnctl train`
 
 
 # --------------------------------------------------------------------------- recognising outputs
@@ -110,7 +109,7 @@ def _protected(path: Path) -> str | None:
         return "is a folder above the current directory"
     if resolved == Path.home().resolve():
         return "is your home directory"
-    if resolved.is_dir() and any((resolved / m).exists() for m in RUN_MARKERS):
+    if resolved.is_dir() and (resolved / runs.CONFIG).exists():  # made by `cnnctl train`
         return "is a run directory (it holds config.yaml)"
     return None
 

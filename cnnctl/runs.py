@@ -29,6 +29,19 @@ LAST = "last.keras"
 LOGS = "logs"
 BACKUP = "backup"
 FAILED = "failed.json"  # why training stopped, while the run is not resumed past it
+REPORT = "report.html"  # where `cnnctl report` writes by default
+# backup/ holds the newest training states, each a model file and a state file, by global step
+BACKUP_MODEL = "ckpt-{step:09d}.keras"
+BACKUP_STATE = "state-{step:09d}.json"
+BACKUP_STATES = "state-*.json"
+BACKUP_FILES = ("ckpt-*.keras", BACKUP_STATES, ".ckpt-*.tmp-*.keras", ".state-*.tmp-*")  # ours
+
+
+def eval_files(folder: Path, tag: str, prefix: str = "") -> dict[str, Path]:
+    """Where `cnnctl eval` writes in `folder`: `eval_<tag>.json` and
+    `confusion_matrix_<tag>.png`, with `prefix` in front (a .keras file's name)."""
+    return {"json": Path(folder) / f"{prefix}eval_{tag}.json",
+            "confusion_matrix": Path(folder) / f"{prefix}confusion_matrix_{tag}.png"}
 
 
 def default_dir(loaded: config_lib.LoadedConfig) -> Path:

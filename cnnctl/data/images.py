@@ -434,15 +434,27 @@ def load_images(paths: list[str], input_shape, color_mode: str | None = None,
         A float32 batch [n, H, W, C] of the readable files (pixel values 0..255), and for every
         path, in order, (path, None) or (path, why it could not be read).
     """
-    import tensorflow as tf
-
     spec = image_spec(input_shape, color_mode=color_mode)
     checks = inspect_all([str(p) for p in paths])
     status = [(str(p), reason) for p, (_, reason) in zip(paths, checks)]
     good = [(str(p), native) for p, (native, reason) in zip(paths, checks) if reason is None]
     if not good:
         return np.zeros((0, *spec.shape), np.float32), status
+    try:
+        import tensorflow as tf
+    except ImportError:  # JAX or PyTorch without TensorFlow: PIL, and keras.ops to resize
+        return np.stack([_pil_image(path, spec) for path, _ in good]).astype(np.float32), status
     decode = decode_fn(spec)
     files = tf.data.Dataset.from_tensor_slices(([p for p, _ in good], [n for _, n in good]))
     images = files.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(len(good))
     return np.asarray(next(iter(images)), np.float32), status
+
+
+def _pil_image(path: str, spec: ImageSpec) -> np.ndarray:
+    """One file decoded by PIL and fitted to the model (`fit_arrays`), without TensorFlow: the
+    same pixels as `decode_fn` for an image of the model's size (PIL's JPEG decode is libjpeg's
+    accurate integer DCT, as `_tf_decode` asks for); resized ones may differ by rounding, as
+    keras.ops's antialiased resize is not TensorFlow's."""
+    with Image.open(path) as image:
+        pixels = pil_to_array(reduced(image, spec.width, spec.height), spec.decode_channels)
+    return fit_arrays(pixels[None], spec, where=path)[0]

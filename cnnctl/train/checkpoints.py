@@ -235,13 +235,14 @@ class Backups(keras.callbacks.Callback):
         """Write a backup from which training resumes at (epoch, step)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         global_step = epoch * self.spe + step
-        model_file = self.dir / f"ckpt-{global_step:09d}.keras"
+        model_file = self.dir / runs.BACKUP_MODEL.format(step=global_step)
         atomic_save(self.model, model_file)
         state = {"epoch": epoch, "step": step, "global_step": global_step,
                  "model": model_file.name, "seed_states": seed_states(self.model),
                  **self.extra_state()}
-        atomic_write_text(self.dir / f"state-{global_step:09d}.json", json.dumps(state, indent=1))
-        for old in sorted(self.dir.glob("state-*.json"))[:-KEEP]:
+        atomic_write_text(self.dir / runs.BACKUP_STATE.format(step=global_step),
+                          json.dumps(state, indent=1))
+        for old in sorted(self.dir.glob(runs.BACKUP_STATES))[:-KEEP]:
             old_model = self.dir / json.loads(old.read_text()).get("model", "")
             old.unlink(missing_ok=True)
             if old_model.name != model_file.name:
@@ -257,7 +258,7 @@ def prune_finished(run_dir: Path, keep: list[str]) -> None:
     run_dir = Path(run_dir)
     if "backup" not in keep:
         folder = run_dir / BACKUP_DIR
-        for pattern in ("ckpt-*.keras", "state-*.json", ".ckpt-*.tmp-*.keras", ".state-*.tmp-*"):
+        for pattern in runs.BACKUP_FILES:
             for file in folder.glob(pattern):
                 file.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # missing, or not empty
@@ -321,7 +322,7 @@ def latest_backup(run_dir: Path) -> tuple[dict, Path, list[str]] | None:
     """The newest backup whose files are complete: (state, model file, problems skipped)."""
     folder = Path(run_dir) / BACKUP_DIR
     problems = []
-    for state_file in sorted(folder.glob("state-*.json"), reverse=True):
+    for state_file in sorted(folder.glob(runs.BACKUP_STATES), reverse=True):
         try:
             state = json.loads(state_file.read_text())
             model_file = folder / state["model"]

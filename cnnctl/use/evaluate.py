@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnctl import runs
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError, ConfigValueError
 from cnnctl.data.splits import SPLITS
@@ -244,8 +245,7 @@ def output_files(path: Path, split: str, data_dir: Path | None = None) -> dict[s
     path = Path(path)
     tag = split if data_dir is None else f"data-{Path(data_dir).resolve().name}"
     folder, prefix = (path, "") if path.is_dir() else (path.parent, f"{path.stem}.")
-    return {"json": folder / f"{prefix}eval_{tag}.json",
-            "confusion_matrix": folder / f"{prefix}confusion_matrix_{tag}.png"}
+    return runs.eval_files(folder, tag, prefix)
 
 
 def check_outputs(files: dict[str, Path]) -> None:

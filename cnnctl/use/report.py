@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnctl import outputs
+from cnnctl import outputs, runs
 from cnnctl.errors import CnnctlError
 
 STYLE = """
@@ -198,6 +198,6 @@ def run(run_dir, out: Path | None = None, **kwargs) -> Path:
     Raises:
         CnnctlError: see `build`, and a target that is not a report's to replace.
     """
-    out = Path(out) if out is not None else Path(run_dir) / "report.html"
+    out = Path(out) if out is not None else Path(run_dir) / runs.REPORT
     outputs.check_file(out, "--out", "report", outputs.is_report, what="an HTML report")
     return outputs.write_text(out, build(run_dir, **kwargs))
