@@ -38,10 +38,10 @@ def keras_pipeline(train_dir: str, batch_size: int, seed: int):
 
 def cnnctl_pipeline(train_dir: str, batch_size: int, seed: int):
     """(setup seconds, epoch -> dataset) of cnnctl's training stream."""
-    from cnnctl.config import schema as config_lib
+    from cnnctl.config import schema as schema_lib
     from cnnctl.data import load as data_lib
 
-    cfg = config_lib.Config.model_validate({
+    cfg = schema_lib.Config.model_validate({
         "model": {"input_shape": list(SHAPE), "layers": [
             {"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]},
         "data": {"source": "folder", "train_dir": train_dir},

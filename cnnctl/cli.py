@@ -85,7 +85,7 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Validate a config and build its model without data: per-layer shapes, params, FLOPs."""
-    from cnnctl.config import schema as config_lib
+    from cnnctl.config import load as config_lib
 
     loaded = config_lib.load(config, set_)  # config errors come before the seconds Keras takes to import
     from cnnctl.model import summary
@@ -119,7 +119,7 @@ def train(
     An unfinished run of the same, unchanged config is resumed automatically, in run.dir or
     at --run-dir (see --new).
     """
-    from cnnctl.config import schema as config_lib
+    from cnnctl.config import load as config_lib
     from cnnctl import runs
 
     loaded = config_lib.load(config, set_)
@@ -345,7 +345,7 @@ def data_check(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Images per class and split, sizes and modes, unreadable files, duplicates across splits."""
-    from cnnctl.config import schema as config_lib
+    from cnnctl.config import load as config_lib
 
     loaded = config_lib.load(config, set_)
     from cnnctl.data import check as datacheck
@@ -361,9 +361,9 @@ def data_check(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of config files (for editors: yaml-language-server)."""
-    from cnnctl.config import schema as config_lib
+    from cnnctl.config import schema as schema_lib
 
-    print(json.dumps(config_lib.json_schema(), indent=2))
+    print(json.dumps(schema_lib.json_schema(), indent=2))
 
 
 @app.callback(invoke_without_command=True)

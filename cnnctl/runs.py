@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 
 from cnnctl import __version__
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
+from cnnctl.config import schema as schema_lib
 from cnnctl.errors import CnnctlError
 
 CONFIG = "config.yaml"
@@ -113,7 +114,7 @@ def create(loaded: config_lib.LoadedConfig, run_dir: Path | None) -> Path:
     return path
 
 
-def write_config(path: Path, config: config_lib.Config) -> None:
+def write_config(path: Path, config: schema_lib.Config) -> None:
     """The resolved config (defaults filled in, overrides applied), readable by `cnnctl`.
 
     Written to a temporary file renamed into place, so config.yaml is never half written.
@@ -198,7 +199,7 @@ def find_unfinished(loaded: config_lib.LoadedConfig) -> Path | None:
     return next((b.parent for b in candidates if is_unfinished(b.parent, loaded.config)), None)
 
 
-def is_unfinished(run_dir: Path, config: config_lib.Config) -> bool:
+def is_unfinished(run_dir: Path, config: schema_lib.Config) -> bool:
     """A run of this very config that has a backup and no results yet."""
     run_dir = Path(run_dir)
     backup = run_dir / "backup"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
 from cnnctl.model import build as model_lib
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from cnnctl.config import reference
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
+from cnnctl.config import schema as schema_lib
 from cnnctl.errors import ConfigError
 
 OLD_RUN_CONFIG = Path(__file__).resolve().parent / "fixtures" / "run_0.1.0" / "finished" / "config.yaml"
@@ -99,7 +100,7 @@ def layer_configs(config) -> list[dict]:
 def test_each_type_accepts_all_its_keys(load_items, tag):
     loaded = load_items({"type": tag, **FULL[tag]})
     spec = loaded.config.augmentation.layers[0]
-    assert type(spec) is config_lib.AUGMENT_SPECS[tag]
+    assert type(spec) is schema_lib.AUGMENT_SPECS[tag]
     assert spec.type == tag
     for key, value in FULL[tag].items():  # a [low, high] list is the (low, high) Keras takes
         assert getattr(spec, key) == (tuple(value) if isinstance(value, list) else value)
@@ -114,8 +115,8 @@ def test_each_type_needs_only_its_needed_keys(load_items, tag):
 
 
 def test_the_schema_lists_every_type():
-    assert list(config_lib.AUGMENT_SPECS) == list(FULL)
-    assert config_lib.AUGMENT_KEYS == set(FLAT_KEYS)
+    assert list(schema_lib.AUGMENT_SPECS) == list(FULL)
+    assert schema_lib.AUGMENT_KEYS == set(FLAT_KEYS)
 
 
 # --------------------------------------------------------------------------- keys of another type
@@ -309,7 +310,7 @@ def test_layers_keep_their_seeds_and_defaults(load_items):
 @pytest.fixture(scope="module")
 def validator():
     jsonschema = pytest.importorskip("jsonschema")
-    schema = config_lib.json_schema()
+    schema = schema_lib.json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
 
@@ -343,7 +344,7 @@ def test_the_reference_lists_every_type_and_its_keys():
     md = reference.markdown()
     assert "#### `augmentation.layers[i]`: augmentation types" in md
     section = md.split("#### `augmentation.layers[i]`: augmentation types")[1].split("####")[0]
-    for tag, cls in config_lib.AUGMENT_SPECS.items():
+    for tag, cls in schema_lib.AUGMENT_SPECS.items():
         assert f"| `{tag}` |" in section
         rows = section.split(f"| `{tag}` |")[1].split("\n| `")[0]
         for key in set(cls.model_fields) - {"type"}:

@@ -2,7 +2,9 @@
 
 import pytest
 
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
+from cnnctl.config import schema as schema_lib
+from cnnctl.config import wording
 from cnnctl.errors import CnnctlError, ConfigError
 from cnnctl.config.layer_specs import LAYER_SPECS, Conv2D
 
@@ -72,13 +74,13 @@ def test_unknown_top_level_key_suggests_and_drops_the_missing_key(errors):
         modle:
           input_shape: [28, 28, 1]
         """) == [f"1: modle: unknown key 'modle' (did you mean 'model'?); "
-                 f"allowed keys: {allowed(config_lib.Config)}"]
+                 f"allowed keys: {allowed(schema_lib.Config)}"]
 
 
 def test_unknown_key_in_a_section_lr_suggests_learning_rate(errors):
     assert errors(SMALL + "optimizer: {name: adam, lr: 0.01}\n") == [
         f"7: optimizer.lr: unknown key 'lr' (did you mean 'learning_rate'?); "
-        f"allowed keys: {allowed(config_lib.OptimizerConfig)}"]
+        f"allowed keys: {allowed(schema_lib.OptimizerConfig)}"]
 
 
 def test_unknown_key_in_a_layer(errors):
@@ -108,14 +110,14 @@ def test_missing_key_kept_when_the_unknown_key_suggests_another(errors):
 
 def test_unknown_key_without_a_suggestion(errors):
     assert errors(SMALL + "train: {epochs: 1, wibble: 2}\n") == [
-        f"7: train.wibble: unknown key 'wibble'; allowed keys: {allowed(config_lib.TrainConfig)}"]
+        f"7: train.wibble: unknown key 'wibble'; allowed keys: {allowed(schema_lib.TrainConfig)}"]
 
 
 def test_did_you_mean():
-    assert config_lib.did_you_mean("lr", ["epochs", "learning_rate"]) == " (did you mean 'learning_rate'?)"
-    assert config_lib.did_you_mean("bs", ["batch_size", "seed"]) == " (did you mean 'batch_size'?)"
-    assert config_lib.did_you_mean("epoch", ["epochs", "seed"]) == " (did you mean 'epochs'?)"
-    assert config_lib.did_you_mean("zzz", ["epochs", "seed"]) == ""
+    assert wording.did_you_mean("lr", ["epochs", "learning_rate"]) == " (did you mean 'learning_rate'?)"
+    assert wording.did_you_mean("bs", ["batch_size", "seed"]) == " (did you mean 'batch_size'?)"
+    assert wording.did_you_mean("epoch", ["epochs", "seed"]) == " (did you mean 'epochs'?)"
+    assert wording.did_you_mean("zzz", ["epochs", "seed"]) == ""
 
 
 # --------------------------------------------------------------------------- layer types
@@ -333,7 +335,7 @@ def test_all_errors_reported_at_once_sorted_by_line(errors):
         "6: model.layers[1].type: unknown layer type 'dropot' (did you mean 'dropout'?)",
         "9: optimizer.momentum: must be < 1.0 (got 1.5)",
         f"10: data.shuffle_buffr: unknown key 'shuffle_buffr' (did you mean 'shuffle_buffer'?); "
-        f"allowed keys: {allowed(config_lib.DataConfig)}",
+        f"allowed keys: {allowed(schema_lib.DataConfig)}",
     ]
 
 
@@ -384,7 +386,7 @@ def test_set_bad_value_is_reported_against_set(errors):
 def test_set_unknown_key(errors):
     assert errors(SMALL, ["train.epoch=3"]) == [
         f"--set: train.epoch: unknown key 'epoch' (did you mean 'epochs'?); "
-        f"allowed keys: {allowed(config_lib.TrainConfig)}"]
+        f"allowed keys: {allowed(schema_lib.TrainConfig)}"]
 
 
 def test_set_new_section_missing_key_is_reported_against_set(errors):
@@ -426,12 +428,12 @@ def test_did_you_mean_ignores_case_and_keras_spellings():
 
     from cnnctl.config.layer_specs import Activation, Initializer
 
-    assert config_lib.did_you_mean("Relu", get_args(Activation)) == " (did you mean 'relu'?)"
-    assert config_lib.did_you_mean("LeakyReLU", get_args(Activation)) == " (did you mean 'leaky_relu'?)"
-    assert config_lib.did_you_mean("HeNormal", get_args(Initializer)) == " (did you mean 'he_normal'?)"
-    assert config_lib.did_you_mean("SGD", ["adam", "adamw", "sgd", "rmsprop"]) == " (did you mean 'sgd'?)"
-    assert config_lib.did_you_mean("resnet50", ["ResNet101", "ResNet50"]) == " (did you mean 'ResNet50'?)"
-    assert config_lib.did_you_mean("LR", ["epochs", "learning_rate"]) == " (did you mean 'learning_rate'?)"
+    assert wording.did_you_mean("Relu", get_args(Activation)) == " (did you mean 'relu'?)"
+    assert wording.did_you_mean("LeakyReLU", get_args(Activation)) == " (did you mean 'leaky_relu'?)"
+    assert wording.did_you_mean("HeNormal", get_args(Initializer)) == " (did you mean 'he_normal'?)"
+    assert wording.did_you_mean("SGD", ["adam", "adamw", "sgd", "rmsprop"]) == " (did you mean 'sgd'?)"
+    assert wording.did_you_mean("resnet50", ["ResNet101", "ResNet50"]) == " (did you mean 'ResNet50'?)"
+    assert wording.did_you_mean("LR", ["epochs", "learning_rate"]) == " (did you mean 'learning_rate'?)"
 
 
 def test_names_in_another_case_suggest_the_lowercase_name(errors):
@@ -494,7 +496,7 @@ def test_parentheses_in_set_say_to_write_brackets(errors):
 # --------------------------------------------------------------------------- `optimizer: NAME`
 def test_optimizer_short_form(write_yaml):
     cfg = config_lib.load(write_yaml(SMALL + "optimizer: sgd\n")).config
-    assert cfg.optimizer == config_lib.OptimizerConfig(name="sgd")
+    assert cfg.optimizer == schema_lib.OptimizerConfig(name="sgd")
     assert cfg.optimizer.learning_rate == 0.001
     cfg = config_lib.load(write_yaml(SMALL), ["optimizer=rmsprop"]).config
     assert cfg.optimizer.name == "rmsprop"

@@ -19,7 +19,7 @@ from cnnctl.data import load as data_lib
 from cnnctl.model import inputs
 from cnnctl.data import images
 from cnnctl.backend import keras
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
 from cnnctl.config.schema import AugmentationConfig, Config, Preprocessing
 from cnnctl.errors import CnnctlError, ConfigError
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
 from cnnctl.train import distribute
 from cnnctl.use import evaluate
 from cnnctl.train import fit as train_lib
@@ -65,7 +65,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from cnnctl import messages
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
 from cnnctl.train import fit as train_lib
 messages.to_terminal()  # as the CLI does: train's own lines on stdout
 loaded = config_lib.load({str(config)!r}, ["train.distribute=mirrored", "train.scale_lr_with_replicas=true"])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
 from cnnctl.use import explain
 from cnnctl.use import trained as trained_lib
 from cnnctl.train import fit as train_lib

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
 from cnnctl.use import export
 from cnnctl.train import fit as train_lib
 from cnnctl.cli import app

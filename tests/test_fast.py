@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from cnnctl.data import arrays
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
+from cnnctl.config import schema as schema_lib
 from cnnctl.use import evaluate
 from cnnctl.model import build as model_lib
 from cnnctl.train import optim
@@ -75,7 +76,7 @@ def test_fast_path_option_keeps_model_quality(tmp_path, default_accuracy, overri
 
 
 def test_reference_batch_size_scales_the_learning_rates():
-    spec = config_lib.OptimizerConfig.model_validate(
+    spec = schema_lib.OptimizerConfig.model_validate(
         {"name": "sgd", "learning_rate": 0.1, "reference_batch_size": 256,
          "schedule": {"type": "cosine", "min_learning_rate": 0.01}})
     opt = optim.optimizer(spec, steps_per_epoch=10, epochs=2, batch_size=1024)
@@ -114,7 +115,7 @@ def ids_part(n: int = 100) -> sources.Part:
 
 
 def test_numpy_stream_orders_epochs_by_seed_and_resumes_mid_epoch():
-    spec = config_lib.TrainConfig(batch_size=32, seed=5)
+    spec = schema_lib.TrainConfig(batch_size=32, seed=5)
     train_from = arrays.train_stream(ids_part(), 3, "int", spec, [])
 
     def ids(stream, steps):
@@ -282,9 +283,10 @@ def test_folder_at_model_size_loads_without_tensorflow(tmp_path, without_tensorf
         pytest.skip("jax is not installed (.ci/run installs it)")
     script = f"""
 import json, sys
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
+from cnnctl.config import schema as schema_lib
 from cnnctl.data import load as data_lib
-cfg = config_lib.Config.model_validate({{
+cfg = schema_lib.Config.model_validate({{
     "model": {{"input_shape": [32, 32, 3]}},
     "data": {{"source": "folder", "train_dir": {str(cifar_folders / "train")!r},
              "test_dir": {str(cifar_folders / "test")!r}}},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
 from cnnctl.model import build as model_lib
 from cnnctl.model import summary
 from cnnctl.backend import keras

@@ -5,13 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from cnnctl.config import schema as config_lib
+from cnnctl.config import schema as schema_lib
 from cnnctl.train import optim
 from cnnctl.backend import keras
 
 
-def make(**sections) -> config_lib.Config:
-    return config_lib.Config.model_validate({"model": {"input_shape": [8, 8, 1]}, **sections})
+def make(**sections) -> schema_lib.Config:
+    return schema_lib.Config.model_validate({"model": {"input_shape": [8, 8, 1]}, **sections})
 
 
 def lr_at(schedule, step: int) -> float:
@@ -53,7 +53,7 @@ def test_top_k_metric_matches_label_mode():
 @pytest.mark.parametrize("name, cls", [("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW),
                                        ("sgd", keras.optimizers.SGD), ("rmsprop", keras.optimizers.RMSprop)])
 def test_optimizer_classes_and_options(name, cls):
-    spec = config_lib.OptimizerConfig(name=name, learning_rate=0.01, momentum=0.9, clipnorm=1.0,
+    spec = schema_lib.OptimizerConfig(name=name, learning_rate=0.01, momentum=0.9, clipnorm=1.0,
                                       nesterov=name == "sgd")
     opt = optim.optimizer(spec, steps_per_epoch=10, epochs=2)
     assert type(opt) is cls
@@ -63,11 +63,11 @@ def test_optimizer_classes_and_options(name, cls):
 
 
 def test_constant_rate_is_a_float():
-    assert optim.learning_rate(config_lib.OptimizerConfig(learning_rate=0.05), 10, 3) == 0.05
+    assert optim.learning_rate(schema_lib.OptimizerConfig(learning_rate=0.05), 10, 3) == 0.05
 
 
 def test_cosine_with_warmup():
-    spec = config_lib.OptimizerConfig(learning_rate=0.1, schedule={"type": "cosine", "warmup_epochs": 1})
+    spec = schema_lib.OptimizerConfig(learning_rate=0.1, schedule={"type": "cosine", "warmup_epochs": 1})
     sched = optim.learning_rate(spec, steps_per_epoch=10, epochs=5)   # 10 warm-up steps, 40 decay
     assert lr_at(sched, 0) == pytest.approx(0.0, abs=1e-7)
     assert lr_at(sched, 5) == pytest.approx(0.05, rel=1e-5)
@@ -77,7 +77,7 @@ def test_cosine_with_warmup():
 
 
 def test_step_decay_with_warmup():
-    spec = config_lib.OptimizerConfig(learning_rate=0.1, schedule={
+    spec = schema_lib.OptimizerConfig(learning_rate=0.1, schedule={
         "type": "step", "warmup_epochs": 1, "decay_epochs": 2, "decay_rate": 0.5})
     sched = optim.learning_rate(spec, steps_per_epoch=10, epochs=10)
     assert lr_at(sched, 4) == pytest.approx(0.05, rel=1e-5)            # warm-up: (4 + 1) / 10 * 0.1
@@ -87,14 +87,14 @@ def test_step_decay_with_warmup():
 
 
 def test_exponential_decay_is_smooth():
-    spec = config_lib.OptimizerConfig(learning_rate=0.1, schedule={
+    spec = schema_lib.OptimizerConfig(learning_rate=0.1, schedule={
         "type": "exponential", "decay_epochs": 1, "decay_rate": 0.5})
     sched = optim.learning_rate(spec, steps_per_epoch=10, epochs=3)
     assert lr_at(sched, 5) == pytest.approx(0.1 * 0.5 ** 0.5, rel=1e-5)
 
 
 def test_one_cycle_rises_then_falls():
-    spec = config_lib.OptimizerConfig(learning_rate=0.4, schedule={"type": "one_cycle"})
+    spec = schema_lib.OptimizerConfig(learning_rate=0.4, schedule={"type": "one_cycle"})
     sched = optim.learning_rate(spec, steps_per_epoch=10, epochs=10)   # 100 steps, peak at 30
     values = [lr_at(sched, s) for s in range(0, 101, 10)]
     assert values[0] == pytest.approx(0.4 / 25, rel=1e-5)
@@ -106,7 +106,7 @@ def test_one_cycle_rises_then_falls():
 
 
 def test_schedules_survive_serialization():
-    spec = config_lib.OptimizerConfig(learning_rate=0.1, schedule={"type": "step", "warmup_epochs": 1})
+    spec = schema_lib.OptimizerConfig(learning_rate=0.1, schedule={"type": "step", "warmup_epochs": 1})
     sched = optim.learning_rate(spec, 10, 5)
     again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(sched))
     for step in (0, 9, 10, 25):

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cnnctl.config import schema as config_lib
+from cnnctl.config import schema as schema_lib
 from cnnctl.config import reference
 from cnnctl.config.layer_specs import LAYER_SPECS
 
@@ -20,7 +20,7 @@ def test_reference_covers_every_section_key_and_layer_type():
     md = reference.markdown()
     for section in ("model", "data", "augmentation", "optimizer", "loss", "train", "run"):
         assert f"#### `{section}`" in md
-    for key in config_lib.TrainConfig.model_fields:
+    for key in schema_lib.TrainConfig.model_fields:
         assert f"| `{key}` |" in md
     for tag in LAYER_SPECS:
         assert f"| `{tag}` |" in md

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
 from cnnctl.use import trained
 from cnnctl.use import report
 from cnnctl.train import fit as train_lib

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cnnctl.train import checkpoints
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
 from cnnctl.data import load as data_lib
 from cnnctl.train import fit as train_lib
 from cnnctl.backend import keras

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnctl.config import schema as config_lib
+from cnnctl.config import schema as schema_lib
 from cnnctl import runs
 from cnnctl.train import fit as train_lib
 from cnnctl.cli import app
@@ -96,7 +96,7 @@ def test_resolved_config_reloads_with_the_same_values(trained):
     assert saved["train"]["epochs"] == 2 and saved["data"]["max_train_samples"] == 2000
     assert saved["optimizer"]["schedule"]["type"] == "constant"           # defaults are written out
     again = runs.load_config(run_dir).config
-    assert again == config_lib.Config.model_validate(yaml.safe_load(MNIST_CNN))
+    assert again == schema_lib.Config.model_validate(yaml.safe_load(MNIST_CNN))
 
 
 def test_eval_reports_the_accuracy_training_reported(trained):

@@ -12,7 +12,7 @@ import numpy as np
 from cnnctl.data import images
 from cnnctl.data import sources
 from cnnctl.data.splits import SPLITS, training_splits
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
 from cnnctl.errors import CnnctlError
 
 TOP_SIZES = 10  # image sizes listed per split, most common first
@@ -27,7 +27,7 @@ def check(config, progress=None) -> dict:
     each image's pixels. `max_*_samples` and `validation_split` apply as in training.
 
     Args:
-        config: a `cnnctl.config.schema.LoadedConfig` (its file is named in the report) or `Config`.
+        config: a `cnnctl.config.load.LoadedConfig` (its file is named in the report) or `Config`.
         progress: called as progress(split, files checked, files in all) while a split's image
             files are read.
 

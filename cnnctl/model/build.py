@@ -7,7 +7,8 @@ import math
 import os
 import re
 
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
+from cnnctl.config import wording
 from cnnctl.model import graph as graph_lib
 from cnnctl.errors import CnnctlError, ConfigError
 from cnnctl.config.yaml_source import format_path
@@ -141,7 +142,7 @@ def _backbone(loaded, input_shape, pretrained: bool = True) -> keras.Model:
     apps = sorted(n for n in dir(keras.applications) if n[:1].isupper())
     if spec.name not in apps:
         raise ConfigError([loaded.source.issue(path + ("name",), (
-            f"unknown backbone {spec.name!r}{config_lib.did_you_mean(spec.name, apps)}; "
+            f"unknown backbone {spec.name!r}{wording.did_you_mean(spec.name, apps)}; "
             "choose a keras.applications model such as ResNet50, MobileNetV2, EfficientNetB0 "
             "or VGG16"))])
     app = getattr(keras.applications, spec.name)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
+from cnnctl.config import schema as schema_lib
 from cnnctl.errors import ConfigError
 
 # Layers that keep the size of the last axis (the channels): the output size is set by a
@@ -44,7 +45,7 @@ def check_output(loaded: config_lib.LoadedConfig, outputs: int, class_names: lis
         raise ConfigError(issues)
 
 
-def _output_layer(cfg: config_lib.Config, n: int, binary: bool) -> tuple[str, str]:
+def _output_layer(cfg: schema_lib.Config, n: int, binary: bool) -> tuple[str, str]:
     """The config path of what sets the model's output size, and what to change there."""
     layers = cfg.model.layers
     for i in reversed(range(len(layers))):

@@ -8,7 +8,8 @@ import dataclasses
 import re
 from typing import Any
 
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
+from cnnctl.config import wording
 from cnnctl.errors import ConfigError, ConfigIssue
 from cnnctl.config.layer_specs import BlockCall, LayerBase, LayerSpec
 from cnnctl.config.yaml_source import format_path
@@ -100,7 +101,7 @@ class Expander:
             known = list(self.blocks)
             self.issues.append(self.source.issue(
                 path + ("block",), f"unknown block {call.block!r}"
-                f"{config_lib.did_you_mean(call.block, known)}; define it under model.blocks"
+                f"{wording.did_you_mean(call.block, known)}; define it under model.blocks"
                 + (f" (defined: {', '.join(known)})" if known else "")))
             return
         if call.block in stack:
@@ -111,7 +112,7 @@ class Expander:
         args = dict(call.model_extra or {})
         for key in args:
             if key not in template.params:
-                hint = config_lib.did_you_mean(key, template.params)
+                hint = wording.did_you_mean(key, template.params)
                 self.issues.append(self.source.issue(
                     path + (key,), f"block {call.block!r} has no parameter {key!r}{hint}; "
                     f"its parameters: {', '.join(template.params) or 'none'}"))
@@ -145,7 +146,7 @@ class Expander:
                 if data is None:
                     continue
                 try:
-                    spec = config_lib.validate(self.source, LayerSpec, data, prefix=lpath)
+                    spec = wording.validate(self.source, LayerSpec, data, prefix=lpath)
                 except ConfigError as e:
                     self.issues.extend(dataclasses.replace(
                         i, message=f"{i.message} [block {call.block!r} used at {format_path(path)}]")
@@ -176,7 +177,7 @@ class Expander:
             for name in names:
                 if name not in params:
                     self.issues.append(self.source.issue(
-                        path, f"unknown parameter ${name}{config_lib.did_you_mean(name, params)}; "
+                        path, f"unknown parameter ${name}{wording.did_you_mean(name, params)}; "
                         f"block {block!r} has parameters: {', '.join(params) or 'none'}"))
                     return _MISSING
             if whole:
@@ -200,7 +201,7 @@ class Expander:
                 visible = [n for n in scope.aliases if n != INPUT] + [INPUT]
                 self.issues.append(self.source.issue(
                     path + ("inputs", k), f"no earlier layer is named {name!r}"
-                    f"{config_lib.did_you_mean(name, visible)}; `inputs` may name earlier layers "
+                    f"{wording.did_you_mean(name, visible)}; `inputs` may name earlier layers "
                     f"of the same {'block' if scope.prefix else 'model'} or `input`"))
                 return None
         return out

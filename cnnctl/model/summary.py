@@ -6,7 +6,7 @@ import math
 
 from cnnctl.backend import keras
 
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
 from cnnctl.model import build as model_lib
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cnnctl import runs
 from cnnctl.backend import keras
-from cnnctl.config import schema as config_lib
+from cnnctl.config import schema as schema_lib
 from cnnctl.train import checkpoints, logs
 
 
@@ -54,7 +54,7 @@ class EpochTimer(keras.callbacks.Callback):
             logs["epoch_seconds"] = time.perf_counter() - self.start
 
 
-def build(cfg: config_lib.Config, run_dir: Path, has_val: bool, steps_per_epoch: int,
+def build(cfg: schema_lib.Config, run_dir: Path, has_val: bool, steps_per_epoch: int,
                state: dict, lockstep: bool = False) -> tuple[list, dict]:
     """The callbacks of a run, in the order they must run, and the ones `fit.train` inspects.
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from cnnctl.train import callbacks as callbacks_lib
 from cnnctl.train import checkpoints
-from cnnctl.config import schema as config_lib
+from cnnctl.config import load as config_lib
+from cnnctl.config import schema as schema_lib
 from cnnctl.data import load as data_lib
 from cnnctl.train import distribute
 from cnnctl import messages
@@ -281,7 +282,7 @@ def _resumable(loaded: config_lib.LoadedConfig, run_dir: Path) -> tuple[dict, Pa
     return found[0], found[1]
 
 
-def config_diff(old: config_lib.Config, new: config_lib.Config) -> list[str]:
+def config_diff(old: schema_lib.Config, new: schema_lib.Config) -> list[str]:
     """`path: old -> new` for every value that differs between two configs."""
     def flat(value, prefix=""):
         if isinstance(value, dict):
@@ -311,7 +312,7 @@ def _truncate_history(history: Path, epoch: int) -> None:
     checkpoints.atomic_write_text(history, "".join(keep))
 
 
-def _final_metrics(model, path: Path, splits, cfg: config_lib.Config, fresh: bool = False) -> dict:
+def _final_metrics(model, path: Path, splits, cfg: schema_lib.Config, fresh: bool = False) -> dict:
     """Test (and validation) figures of best.keras, the checkpoint `cnnctl eval` uses; `fresh`:
     evaluated as loaded from the file (on one device), not in the trained model."""
     best = path / runs.CHECKPOINTS / runs.BEST

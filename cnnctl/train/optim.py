@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 
-from cnnctl.config import schema as config_lib
+from cnnctl.config import schema as schema_lib
 from cnnctl.backend import keras
 
 # Metrics that compare probability vectors element-wise: they need one-hot labels.
 _ONE_HOT_METRICS = {"precision", "recall", "auc"}
 
 
-def label_mode(config: config_lib.Config) -> str:
+def label_mode(config: schema_lib.Config) -> str:
     """How the data pipeline should encode labels for this loss and these metrics.
 
     Sparse cross-entropy is the same function as categorical cross-entropy on one-hot labels, so
@@ -27,7 +27,7 @@ def label_mode(config: config_lib.Config) -> str:
     return "int"
 
 
-def loss(config: config_lib.Config) -> keras.losses.Loss:
+def loss(config: schema_lib.Config) -> keras.losses.Loss:
     spec, mode = config.loss, label_mode(config)
     if mode == "binary":
         return keras.losses.BinaryCrossentropy(label_smoothing=spec.label_smoothing, name=spec.name)
@@ -37,7 +37,7 @@ def loss(config: config_lib.Config) -> keras.losses.Loss:
     return keras.losses.SparseCategoricalCrossentropy(name=spec.name)
 
 
-def metrics(config: config_lib.Config) -> list:
+def metrics(config: schema_lib.Config) -> list:
     mode = label_mode(config)
     out = []
     for m in config.metrics:
@@ -111,7 +111,7 @@ class OneCycleSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "pct_start": self.pct_start}
 
 
-def learning_rate(spec: config_lib.OptimizerConfig, steps_per_epoch: int, epochs: int):
+def learning_rate(spec: schema_lib.OptimizerConfig, steps_per_epoch: int, epochs: int):
     """A float or a Keras schedule, stepping once per batch."""
     sched, lr = spec.schedule, spec.learning_rate
     total = max(steps_per_epoch * epochs, 1)
@@ -133,7 +133,7 @@ def learning_rate(spec: config_lib.OptimizerConfig, steps_per_epoch: int, epochs
     return after if after is not None else lr
 
 
-def optimizer(spec: config_lib.OptimizerConfig, steps_per_epoch: int, epochs: int,
+def optimizer(spec: schema_lib.OptimizerConfig, steps_per_epoch: int, epochs: int,
               batch_size: int | None = None):
     """The Keras optimizer of a config, its schedule stepping once per batch; learning rates
     scaled by batch_size / spec.reference_batch_size when that is set."""

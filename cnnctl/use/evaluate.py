@@ -291,7 +291,8 @@ def run(path: Path, *, split: str = "test", data_dir: Path | None = None,
     Raises:
         CnnctlError: no such split, no data to evaluate on, classes that do not match.
     """
-    from cnnctl.config import schema as config_lib
+    from cnnctl.config import load as config_lib
+    from cnnctl.config import schema as schema_lib
     from cnnctl.data import load as data_lib
     from cnnctl import runs
 
@@ -309,7 +310,7 @@ def run(path: Path, *, split: str = "test", data_dir: Path | None = None,
     label_mode = "binary" if model.output_shape[-1] == 1 else "int"
     if data_dir is not None:
         # a folder of class subfolders, read like a test folder of the run's data
-        config = config_lib.Config.model_validate({
+        config = schema_lib.Config.model_validate({
             "model": {"input_shape": list(input_shape)},
             "data": {"source": "folder", "train_dir": str(data_dir), "test_dir": str(data_dir)}})
         split = "test"
