@@ -349,9 +349,9 @@ def data_check(
 
     loaded = config_lib.load(config, set_)
     from cnnctl.data import check as datacheck
-    from cnnctl.train import logs
+    from cnnctl import messages
 
-    report = datacheck.check(loaded, progress=logs.FileCheckProgress(sys.stderr))
+    report = datacheck.check(loaded, progress=messages.FileCheckProgress(sys.stderr))
     if as_json:
         print(json.dumps(report, indent=2))
     else:

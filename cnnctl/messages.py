@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 LOGGER = logging.getLogger("cnnctl")
 
@@ -37,3 +38,37 @@ def to_terminal() -> None:
     LOGGER.handlers[:] = [TerminalHandler()]
     LOGGER.setLevel(logging.INFO)
     LOGGER.propagate = False
+
+
+class FileCheckProgress:
+    """Prints how far the check of a split's image files has come: a bar redrawn in place on
+    a terminal, a line at every tenth otherwise; small splits (under 2,000 files) print
+    nothing. Call it as progress(split, files checked, files in all)."""
+
+    QUIET_UNDER = 2000
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.shown: dict[str, int] = {}
+        self.start: dict[str, float] = {}
+
+    def __call__(self, split: str, done: int, total: int) -> None:
+        if total < self.QUIET_UNDER:
+            return
+        now = time.perf_counter()
+        start = self.start.setdefault(split, now)
+        tenth = done * 10 // total
+        if not self.tty and self.shown.get(split, -1) == tenth and done < total:
+            return
+        self.shown[split] = tenth
+        line = f"checking {split} images: {done:,}/{total:,} files ({now - start:.0f} s)"
+        if self.tty:
+            width = 30
+            filled = done * width // total
+            self.stream.write(f"\r{line} [{'=' * filled}{' ' * (width - filled)}]")
+            if done == total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()

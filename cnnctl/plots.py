@@ -46,7 +46,7 @@ def _read_history(history_csv: Path) -> dict[str, list[float]]:
     """Columns of a history.csv as float lists ("NA" and blanks become NaN), epochs counted
     from 1 whatever the file counts from (files of older runs count from 0); a column with no
     value at all (e.g. a validation metric of a run without a validation split) is left out."""
-    from cnnctl.train import logs
+    from cnnctl import runs
 
     path = Path(history_csv)
     if not path.is_file():
@@ -67,7 +67,7 @@ def _read_history(history_csv: Path) -> dict[str, list[float]]:
     columns = {name: [number(row.get(name)) for row in rows] for name in rows[0]}
     columns = {name: values for name, values in columns.items()
                if name in ("epoch", "loss") or any(math.isfinite(v) for v in values)}
-    shift = 1 - logs.first_epoch(rows)
+    shift = 1 - runs.first_epoch(rows)
     epochs = columns.get("epoch")
     if epochs is None or not all(math.isfinite(e) for e in epochs):
         columns["epoch"] = [float(i) for i in range(1, len(rows) + 1)]
@@ -80,12 +80,12 @@ def best_epoch(history: dict[str, list[float]], monitor: str) -> tuple[int, str]
     """The epoch (counted from 1) whose `monitor` value picked best.keras, and the column it was
     read from: `monitor` itself, or its training counterpart when the run had no validation
     split (`val_loss` -> `loss`, as training does). None when neither column has a value."""
-    from cnnctl.train import checkpoints
+    from cnnctl import runs
 
     for column in (monitor, monitor.removeprefix("val_")):
         values = np.asarray(history.get(column, []), dtype=float)
         if values.size and np.isfinite(values).any():
-            pick = np.nanargmax if checkpoints.monitor_mode(column) == "max" else np.nanargmin
+            pick = np.nanargmax if runs.monitor_mode(column) == "max" else np.nanargmin
             return int(history["epoch"][int(pick(values))]), column
     return None
 
@@ -94,7 +94,7 @@ def curves_figure(history_csv: Path, monitor: str = "val_loss"):
     """Build the loss and accuracy figure of a history.csv (see `curves`)."""
     from matplotlib.ticker import MaxNLocator
 
-    from cnnctl.train import checkpoints
+    from cnnctl import runs
 
     history = _read_history(history_csv)
     epochs = history["epoch"]
@@ -133,7 +133,7 @@ def curves_figure(history_csv: Path, monitor: str = "val_loss"):
             ax.set_xticks([epochs[0]])  # the locator falls back to fractions on a unit axis
             finite = [v for _, values in series for v in values if math.isfinite(v)]
             top = max(finite, default=1.0)
-            bounded = checkpoints.monitor_mode(name) == "max" and 0 <= min(finite, default=0) and top <= 1
+            bounded = runs.monitor_mode(name) == "max" and 0 <= min(finite, default=0) and top <= 1
             ax.set_ylim(0, 1.05 if bounded else top * 1.25 if top > 0 else 1)
         ax.grid(alpha=0.3)
         ax.legend()

@@ -45,6 +45,21 @@ def eval_files(folder: Path, tag: str, prefix: str = "") -> dict[str, Path]:
             "confusion_matrix": Path(folder) / f"{prefix}confusion_matrix_{tag}.png"}
 
 
+def first_epoch(rows: list[dict]) -> int:
+    """What the `epoch` column of history.csv rows calls the first epoch: 1, or 0 in files
+    written before it counted from 1 (Keras's CSVLogger counts from 0)."""
+    try:
+        return 0 if rows and int(float(rows[0]["epoch"])) == 0 else 1
+    except (KeyError, ValueError):
+        return 1
+
+
+def monitor_mode(monitor: str) -> str:
+    """"max" for a metric that grows as the model gets better (accuracy, AUC, precision,
+    recall), "min" for the others (losses)."""
+    return "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall")) else "min"
+
+
 def default_dir(loaded: config_lib.LoadedConfig) -> Path:
     """runs/<config name>/<timestamp>/ (run.dir and run.name may change both parts)."""
     name = loaded.config.run.name or Path(loaded.file).stem

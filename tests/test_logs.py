@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from cnnctl.data import images
+from cnnctl import messages, runs
 from cnnctl.train import logs
 
 
@@ -19,17 +20,17 @@ class Terminal(io.StringIO):
 
 def test_file_check_progress_prints_every_tenth_to_a_log_and_a_bar_on_a_terminal():
     log = io.StringIO()
-    progress = logs.FileCheckProgress(log)
+    progress = messages.FileCheckProgress(log)
     for done in range(500, 5001, 500):
         progress("train", done, 5000)
     lines = log.getvalue().splitlines()
     assert [line.split(" files")[0] for line in lines] == [
         f"checking train images: {n:,}/5,000" for n in range(500, 5001, 500)]
     quiet = io.StringIO()
-    logs.FileCheckProgress(quiet)("test", 1000, 1000)  # small splits are checked in a moment
+    messages.FileCheckProgress(quiet)("test", 1000, 1000)  # small splits are checked in a moment
     assert quiet.getvalue() == ""
     tty = Terminal()
-    bar = logs.FileCheckProgress(tty)
+    bar = messages.FileCheckProgress(tty)
     bar("train", 2500, 5000)
     bar("train", 5000, 5000)
     text = tty.getvalue()
@@ -66,7 +67,7 @@ def test_history_of_a_run_started_before_epochs_counted_from_1_stays_consistent(
     (tmp_path / "history.csv").write_text("epoch,loss\n0,0.5\n")  # Keras's CSVLogger counts from 0
     logs.HistoryCSV(tmp_path / "history.csv").on_epoch_end(1, {"loss": 0.25})
     assert (tmp_path / "history.csv").read_text() == "epoch,loss\n0,0.5\n1,0.25\n"
-    assert logs.first_epoch([{"epoch": "0"}]) == 0 and logs.first_epoch([{"epoch": "1"}]) == 1
+    assert runs.first_epoch([{"epoch": "0"}]) == 0 and runs.first_epoch([{"epoch": "1"}]) == 1
 
 
 def test_messages_from_below_the_cli_reach_the_terminal_only_through_the_cli(capsys):

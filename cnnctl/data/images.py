@@ -99,14 +99,14 @@ class FileCheck:
 
     path: str
     reason: str | None = None  # why the file cannot be used
-    native: bool = False  # TensorFlow decodes it in the pipeline (else PIL, see `decode_fn`)
+    native: bool = False  # TensorFlow decodes it in the pipeline (else PIL, see `tfdata.decode_fn`)
     format: str | None = None  # as PIL names it: JPEG, PNG, GIF, BMP, WEBP, ...
     mode: str | None = None  # as PIL names it: RGB, L, RGBA, P, CMYK, I;16, ...
     size: tuple[int, int] | None = None  # (width, height)
     frames: int = 1  # an animated image gives its first frame
     sha256: str | None = None  # of the file's bytes, when asked for
     # uint8 [H, W, C] at the model's size, when asked for (`keep`) and these are exactly the
-    # pixels `decode_fn` gives: the decode of the check is then the decode of the training data
+    # pixels `tfdata.decode_fn` gives: the decode of the check is then the decode of the training data
     pixels: np.ndarray | None = None
 
 
@@ -137,7 +137,7 @@ def probe(path: str, digest: bool = False, keep: ImageSpec | None = None) -> Fil
         path: the file.
         digest: also compute the SHA-256 of its bytes (to find duplicates).
         keep: the model's image spec: keep the decoded pixels (`FileCheck.pixels`) where they
-            need no resizing and equal what `decode_fn` gives for the file.
+            need no resizing and equal what `tfdata.decode_fn` gives for the file.
     """
     try:
         info = os.stat(path)
@@ -211,7 +211,7 @@ def probe_bytes(data: bytes, keep: ImageSpec | None = None) -> FileCheck:
 
 
 def _same_pixels(kind: str, mode: str, native: bool, channels: int) -> bool:
-    """Whether PIL's decode of a file at the model's size gives exactly `decode_fn`'s pixels.
+    """Whether PIL's decode of a file at the model's size gives exactly `tfdata.decode_fn`'s pixels.
 
     Files PIL decodes in the pipeline too (not native): always. JPEG: TensorFlow decodes with
     libjpeg's accurate integer DCT, as PIL does, grey output included. PNG: lossless, but
@@ -333,56 +333,14 @@ def reduced(image: Image.Image, width: int, height: int) -> Image.Image:
     return image.reduce(scale)
 
 
-def _pil_decode(data, channels, height, width) -> np.ndarray:
+def pil_decode(data, channels, height, width) -> np.ndarray:
+    """Encoded bytes decoded by PIL at the model's size (`reduced`), uint8 [H, W, channels]."""
     data = data.item() if isinstance(data, np.ndarray) else data  # eager: a 0-d object array
     with Image.open(io.BytesIO(data)) as image:
         return pil_to_array(reduced(image, int(width), int(height)), int(channels))
 
 
 # --------------------------------------------------------------------------- conversion
-def decode_fn(spec: ImageSpec, encoded: bool = False):
-    """A TensorFlow function (source, native) -> uint8 [H, W, C] image of the model's size.
-
-    `source` is a file path, or the encoded bytes when `encoded`; `native` says TensorFlow can
-    decode it (see `inspect`), otherwise PIL does. Training and `load_images` both use this, so
-    a file gives the model the same pixels in both.
-    """
-    import tensorflow as tf
-
-    def decode(source, native):
-        data = source if encoded else tf.io.read_file(source)
-        image = tf.cond(
-            native,
-            lambda: _tf_decode(tf, data, spec.decode_channels),
-            lambda: tf.numpy_function(_pil_decode, [data, spec.decode_channels, spec.height,
-                                                    spec.width], tf.uint8, stateful=False))
-        image = tf.ensure_shape(image, [None, None, spec.decode_channels])
-        same = tf.reduce_all(tf.shape(image)[:2] == [spec.height, spec.width])
-        image = tf.cond(same, lambda: image, lambda: _resize(tf, image, spec))
-        if spec.channels != spec.decode_channels:
-            image = tf.image.grayscale_to_rgb(image)
-        return tf.ensure_shape(image, spec.shape)
-
-    return decode
-
-
-def _tf_decode(tf, data, channels: int):
-    """TensorFlow's decode of a PNG or plain JPEG; JPEGs with libjpeg's accurate integer DCT,
-    PIL's default, so that a file checked by `probe` gives the same pixels either way."""
-    jpeg = tf.strings.substr(data, 0, 3) == b"\xff\xd8\xff"
-    return tf.cond(
-        jpeg,
-        lambda: tf.io.decode_jpeg(data, channels=channels, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(data, channels=channels, dtype=tf.uint8,
-                                   expand_animations=False))
-
-
-def _resize(tf, images, spec: ImageSpec):
-    # Rounded back to uint8: the cache and shuffle buffer then hold a quarter of the bytes.
-    resized = tf.image.resize(images, (spec.height, spec.width), antialias=True)
-    return tf.saturate_cast(tf.round(resized), tf.uint8)
-
-
 def fit_arrays(x: np.ndarray, spec: ImageSpec, where: str = "images") -> np.ndarray:
     """Convert an in-memory batch [N, H, W] or [N, H, W, C] (C = 1, 3, 4) to the model's size and
     channels, vectorised; uint8 stays uint8, other dtypes become float32.
@@ -444,7 +402,9 @@ def load_images(paths: list[str], input_shape, color_mode: str | None = None,
         import tensorflow as tf
     except ImportError:  # JAX or PyTorch without TensorFlow: PIL, and keras.ops to resize
         return np.stack([_pil_image(path, spec) for path, _ in good]).astype(np.float32), status
-    decode = decode_fn(spec)
+    from cnnctl.data import tfdata
+
+    decode = tfdata.decode_fn(spec)
     files = tf.data.Dataset.from_tensor_slices(([p for p, _ in good], [n for _, n in good]))
     images = files.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(len(good))
     return np.asarray(next(iter(images)), np.float32), status
@@ -452,7 +412,7 @@ def load_images(paths: list[str], input_shape, color_mode: str | None = None,
 
 def _pil_image(path: str, spec: ImageSpec) -> np.ndarray:
     """One file decoded by PIL and fitted to the model (`fit_arrays`), without TensorFlow: the
-    same pixels as `decode_fn` for an image of the model's size (PIL's JPEG decode is libjpeg's
+    same pixels as `tfdata.decode_fn` for an image of the model's size (PIL's JPEG decode is libjpeg's
     accurate integer DCT, as `_tf_decode` asks for); resized ones may differ by rounding, as
     keras.ops's antialiased resize is not TensorFlow's."""
     with Image.open(path) as image:

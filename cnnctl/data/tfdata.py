@@ -21,7 +21,7 @@ def pipeline(part: sources.Part, spec, num_classes: int, label_mode: str) -> tf.
     if part.images is not None:
         ds = tf.data.Dataset.from_tensor_slices((part.images, labels)).batch(batches.EVAL_BATCH)
     else:
-        decode = images.decode_fn(spec, encoded=part.encoded)
+        decode = decode_fn(spec, encoded=part.encoded)
         ds = tf.data.Dataset.from_tensor_slices((part.files, part.native, labels))
         ds = ds.map(lambda f, native, y: (decode(f, native), y), num_parallel_calls=autotune)
         ds = ds.batch(batches.EVAL_BATCH)
@@ -31,7 +31,7 @@ def pipeline(part: sources.Part, spec, num_classes: int, label_mode: str) -> tf.
 
 def decode_all(part: sources.Part, spec) -> np.ndarray:
     """The files of a part decoded at the model's size: uint8 [N, H, W, C], in parallel."""
-    decode = images.decode_fn(spec, encoded=part.encoded)
+    decode = decode_fn(spec, encoded=part.encoded)
     ds = tf.data.Dataset.from_tensor_slices((part.files, part.native))
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batches.EVAL_BATCH)
     return np.concatenate(list(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()))
@@ -64,7 +64,7 @@ def train_stream(part: sources.Part, spec, num_classes: int, label_mode: str, tr
                 lambda i, xy: (tf.cast(tf.gather(xy[0], i), tf.float32),
                                to_labels(tf.gather(xy[1], i))), num_parallel_calls=autotune)
     else:
-        decode = images.decode_fn(spec, encoded=part.encoded)
+        decode = decode_fn(spec, encoded=part.encoded)
         files, native = tf.constant(part.files), tf.constant(part.native)
 
         def epoch_batches(epoch, start):
@@ -90,3 +90,44 @@ def train_stream(part: sources.Part, spec, num_classes: int, label_mode: str, tr
         return ds.prefetch(autotune)
 
     return train_from
+
+
+def decode_fn(spec: images.ImageSpec, encoded: bool = False):
+    """A TensorFlow function (source, native) -> uint8 [H, W, C] image of the model's size.
+
+    `source` is a file path, or the encoded bytes when `encoded`; `native` says TensorFlow can
+    decode it (see `inspect`), otherwise PIL does. Training and `load_images` both use this, so
+    a file gives the model the same pixels in both.
+    """
+    def decode(source, native):
+        data = source if encoded else tf.io.read_file(source)
+        image = tf.cond(
+            native,
+            lambda: _tf_decode(data, spec.decode_channels),
+            lambda: tf.numpy_function(images.pil_decode, [data, spec.decode_channels, spec.height,
+                                                    spec.width], tf.uint8, stateful=False))
+        image = tf.ensure_shape(image, [None, None, spec.decode_channels])
+        same = tf.reduce_all(tf.shape(image)[:2] == [spec.height, spec.width])
+        image = tf.cond(same, lambda: image, lambda: _resize(image, spec))
+        if spec.channels != spec.decode_channels:
+            image = tf.image.grayscale_to_rgb(image)
+        return tf.ensure_shape(image, spec.shape)
+
+    return decode
+
+
+def _tf_decode(data, channels: int):
+    """TensorFlow's decode of a PNG or plain JPEG; JPEGs with libjpeg's accurate integer DCT,
+    PIL's default, so that a file checked by `probe` gives the same pixels either way."""
+    jpeg = tf.strings.substr(data, 0, 3) == b"\xff\xd8\xff"
+    return tf.cond(
+        jpeg,
+        lambda: tf.io.decode_jpeg(data, channels=channels, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(data, channels=channels, dtype=tf.uint8,
+                                   expand_animations=False))
+
+
+def _resize(images, spec):
+    # Rounded back to uint8: the cache and shuffle buffer then hold a quarter of the bytes.
+    resized = tf.image.resize(images, (spec.height, spec.width), antialias=True)
+    return tf.saturate_cast(tf.round(resized), tf.uint8)

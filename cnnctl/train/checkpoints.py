@@ -118,12 +118,6 @@ class NanGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def monitor_mode(monitor: str) -> str:
-    """"max" for a metric that grows as the model gets better (accuracy, AUC, precision,
-    recall), "min" for the others (losses)."""
-    return "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall")) else "min"
-
-
 class Checkpoints(keras.callbacks.Callback):
     """best.keras (by `monitor`) and last.keras, each written atomically at every epoch end,
     with the optimizer state only if `optimizer_state`."""
@@ -136,7 +130,7 @@ class Checkpoints(keras.callbacks.Callback):
         self.interruption = interruption
         self.weights = weights  # () -> context in which the model holds the weights to save
         self.optimizer_state = optimizer_state
-        self.mode = monitor_mode(monitor)
+        self.mode = runs.monitor_mode(monitor)
         self.best = best
 
     def improved(self, value: float) -> bool:

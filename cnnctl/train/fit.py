@@ -109,7 +109,7 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
         splits = data_lib.load(scaled, input_shape=tuple(cfg.model.input_shape),
                                label_mode=optim.label_mode(cfg),
                                multiple=spread.replicas if spread.kind == "data_parallel" else 1,
-                               progress=logs.FileCheckProgress())
+                               progress=messages.FileCheckProgress())
         _check_classes(loaded, model, splits.class_names)
         spe = splits.steps_per_epoch
         model.compile(optimizer=optim.optimizer(scaled.optimizer, spe, cfg.train.epochs,
@@ -307,7 +307,7 @@ def _truncate_history(history: Path, epoch: int) -> None:
     if not history.exists():
         return
     lines = history.read_text().splitlines(keepends=True)
-    base = logs.first_epoch(list(csv.DictReader(lines)))
+    base = runs.first_epoch(list(csv.DictReader(lines)))
     keep = lines[:1] + [line for line in lines[1:] if int(float(line.split(",")[0])) - base < epoch]
     checkpoints.atomic_write_text(history, "".join(keep))
 

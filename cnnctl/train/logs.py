@@ -1,14 +1,14 @@
 """What a training run shows and records as it goes: the progress line of each epoch on the
-terminal, the per-epoch rows of history.csv, and the progress of checking image files."""
+terminal and the per-epoch rows of history.csv."""
 
 from __future__ import annotations
 
 import csv
 import math
 import sys
-import time
 from pathlib import Path
 
+from cnnctl import runs
 from cnnctl.backend import keras
 from cnnctl.messages import say
 
@@ -80,7 +80,7 @@ class HistoryCSV(keras.callbacks.Callback):
         if not self.path.exists():
             return 1
         with self.path.open(newline="") as f:
-            return first_epoch(list(csv.DictReader(f)))
+            return runs.first_epoch(list(csv.DictReader(f)))
 
     def _columns(self, logs: dict) -> list[str]:
         if self.path.exists() and self.path.stat().st_size:
@@ -101,44 +101,3 @@ def _cell(value) -> str:
     return repr(number) if math.isfinite(number) else str(number)
 
 
-def first_epoch(rows: list[dict]) -> int:
-    """What the `epoch` column of history.csv rows calls the first epoch: 1, or 0 in files
-    written before it counted from 1 (Keras's CSVLogger counts from 0)."""
-    try:
-        return 0 if rows and int(float(rows[0]["epoch"])) == 0 else 1
-    except (KeyError, ValueError):
-        return 1
-
-
-class FileCheckProgress:
-    """Prints how far the check of a split's image files has come: a bar redrawn in place on
-    a terminal, a line at every tenth otherwise; small splits (under 2,000 files) print
-    nothing. Call it as progress(split, files checked, files in all)."""
-
-    QUIET_UNDER = 2000
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty()
-        self.shown: dict[str, int] = {}
-        self.start: dict[str, float] = {}
-
-    def __call__(self, split: str, done: int, total: int) -> None:
-        if total < self.QUIET_UNDER:
-            return
-        now = time.perf_counter()
-        start = self.start.setdefault(split, now)
-        tenth = done * 10 // total
-        if not self.tty and self.shown.get(split, -1) == tenth and done < total:
-            return
-        self.shown[split] = tenth
-        line = f"checking {split} images: {done:,}/{total:,} files ({now - start:.0f} s)"
-        if self.tty:
-            width = 30
-            filled = done * width // total
-            self.stream.write(f"\r{line} [{'=' * filled}{' ' * (width - filled)}]")
-            if done == total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()

@@ -18,6 +18,7 @@ from PIL import Image
 from cnnctl.data import load as data_lib
 from cnnctl.model import inputs
 from cnnctl.data import images
+from cnnctl.data import tfdata
 from cnnctl.backend import keras
 from cnnctl.config import load as config_lib
 from cnnctl.config.schema import AugmentationConfig, Config, Preprocessing
@@ -483,7 +484,7 @@ def test_tensorflow_and_pil_decoding_agree(tmp_path):
     """TensorFlow decodes PNG and plain JPEG itself, PIL the rest: the two give the same pixels."""
     paths = odd_images(tmp_path)
     spec = images.image_spec((37, 23, 3))
-    decode = images.decode_fn(spec)
+    decode = tfdata.decode_fn(spec)
     for name in ("grey.png", "rgba.png", "palette.png", "sixteen.png"):
         native, error = images.inspect(str(paths[name]))
         assert native and error is None
