@@ -1,6 +1,6 @@
 """Every use of Keras internals in cnnctl, each with the upstream issue it works around.
 
-Keras's public API has no way to do these four things; each function below does one of them
+Keras's public API has no way to do these things; each function below does one of them
 through a private member or convention of Keras 3.15 (the version they were measured on), and
 `tests/test_keras_compat.py` fails the day Keras changes what they rely on. pyproject.toml
 caps Keras below the next minor release, and CI checks that the cap and TESTED_WITH agree, so
@@ -10,11 +10,23 @@ an upgrade is a decision: run the tests on it, then raise both.
 from __future__ import annotations
 
 import contextlib
+import os
 
 from cnnctl.backend import keras
 
 TESTED_WITH = "3.15"  # the Keras minor version these were measured on (pyproject.toml: <3.16)
 SEED_STATE = "seed_generator_state"  # the path of a SeedGenerator's variable (Keras 3.15)
+
+
+def keras_home() -> str:
+    """The folder `keras.utils.get_file` (and so keras.datasets) uses: $KERAS_HOME as Keras read
+    it when imported, else ~/.keras. Keras exposes no public getter for it
+    (keras/src/backend/config.py `keras_home`); without that function, the same rule."""
+    try:
+        from keras.src.backend.config import keras_home as home
+    except ImportError:
+        return os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return home()
 
 
 @contextlib.contextmanager

@@ -193,7 +193,7 @@ def check_folder(path: Path, option: str, command: str, recognise: Callable[[Pat
 
 def _example(what: str) -> str:
     """A name to suggest for an output of this kind."""
-    return {"an HTML report": "report.html", "a prediction sheet (PNG)": "predictions.png",
+    return {"an HTML report": runs.REPORT, "a prediction sheet (PNG)": "predictions.png",
             "heat-map PNGs": "explain", "PNGs": "visualize",
             "a SavedModel export": "savedmodel"}.get(what, "cnnctl-output")
 

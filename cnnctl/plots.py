@@ -124,7 +124,7 @@ def curves_figure(history_csv: Path, monitor: str = "val_loss"):
                                     xytext=(6, 4), fontsize=8)
         if best is not None:
             ax.axvline(best[0], color="gray", linestyle="--", linewidth=1,
-                       label=f"best epoch {best[0]} ({best[1]}): best.keras")
+                       label=f"best epoch {best[0]} ({best[1]}): {runs.BEST}")
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

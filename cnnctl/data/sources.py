@@ -68,13 +68,9 @@ KERAS_FILES = {
 def keras_datasets_dir() -> Path:
     """The folder keras.datasets reads and downloads to: $KERAS_HOME/datasets, by default
     ~/.keras/datasets (Keras reads $KERAS_HOME once, when it is imported)."""
-    try:
-        from keras.src.backend.config import keras_home  # what keras.utils.get_file uses
+    from cnnctl import keras_compat
 
-        home = keras_home()
-    except ImportError:
-        home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    home = os.path.expanduser(home)
+    home = os.path.expanduser(keras_compat.keras_home())
     if not os.access(home, os.W_OK):
         home = "/tmp/.keras"  # keras.utils.get_file falls back here too
     return Path(home) / "datasets"
