@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import builtins
 import errno
-import gzip
 import io
 import json
 import os
@@ -28,7 +27,6 @@ from typer.testing import CliRunner
 
 from cnnctl.data import images
 from cnnctl.cli import app
-from conftest import SHARED_DATA
 
 # file (under train/) -> the reason every command gives for skipping it
 SKIPPED = {
@@ -57,30 +55,17 @@ CONVERTED = {
 PLAIN = 6  # real CIFAR JPEGs per class in train/, 3 in test/
 CLASSES = ["airplane", "cat", "ship"]
 
-CONFIG = """\
-# bad-image tests: a tiny CNN on a folder of real and broken images
-model:
-  input_shape: [32, 32, 3]
-  layers:
-    - {{type: conv2d, filters: 4, kernel_size: 3, activation: relu}}
-    - {{type: global_avg_pool2d}}
-    - {{type: dense, units: 3, activation: softmax}}
-data: {{source: folder, train_dir: "{root}/train", test_dir: "{root}/test"}}
-optimizer: {{name: adam, learning_rate: 0.001}}
-loss: sparse_categorical_crossentropy
-train: {{epochs: 1, batch_size: 8, seed: 1}}
-"""
+
+@pytest.fixture(scope="module")
+def config_of(colour_cnn_yaml):
+    """config_of(root) -> a tiny CNN on the folders root/train and root/test (data on line 8)."""
+    return lambda root: colour_cnn_yaml(
+        comment="bad-image tests: a tiny CNN on a folder of real and broken images",
+        name=None, input_shape="[32, 32, 3]",
+        data=f'{{source: folder, train_dir: "{root}/train", test_dir: "{root}/test"}}',
+        optimizer="{name: adam, learning_rate: 0.001}", train="{epochs: 1, batch_size: 8, seed: 1}")
 
 runner = CliRunner()
-
-
-def fashion_mnist(n: int) -> np.ndarray:
-    """The first n real Fashion-MNIST training images, [n, 28, 28] uint8."""
-    path = os.path.join(SHARED_DATA, "fashion-mnist", "train-images-idx3-ubyte.gz")
-    if not os.path.isfile(path):
-        pytest.skip(f"{path} not found")
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(16 + n * 784), np.uint8, offset=16).reshape(n, 28, 28)
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -95,7 +80,7 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def folder(cifar_folders, tmp_path_factory) -> Path:
+def folder(cifar_folders, tmp_path_factory, config_of, fashion_mnist_idx) -> Path:
     """root/train/{airplane,cat,ship}: PLAIN real JPEGs each plus every case of the table;
     root/test/: 3 real JPEGs per class plus a copy of one train image."""
     root = tmp_path_factory.mktemp("bad_images")
@@ -110,7 +95,7 @@ def folder(cifar_folders, tmp_path_factory) -> Path:
     photo = Image.open(sorted((train / "ship").iterdir())[0]).convert("RGB")
     jpeg, png = first.read_bytes(), io.BytesIO()
     photo.save(png, "PNG")
-    grey = fashion_mnist(2)
+    grey = fashion_mnist_idx("train", 2)[0][..., 0]  # two real Fashion-MNIST images
 
     (train / "airplane" / "empty.jpg").write_bytes(b"")
     (train / "airplane" / "notes.jpg").write_text("shopping list: milk, eggs\n")
@@ -132,7 +117,7 @@ def folder(cifar_folders, tmp_path_factory) -> Path:
     photo.save(train / "ship" / "photo.bmp")
     photo.resize((8000, 8000), Image.BILINEAR).save(train / "ship" / "huge.jpg", quality=70)
     photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(train / "ship" / "UPPER.JPG")
-    (root / "config.yaml").write_text(CONFIG.format(root=root))
+    (root / "config.yaml").write_text(config_of(root))
     return root
 
 
@@ -311,11 +296,12 @@ def as_nobody(function):
     return json.loads(answer)
 
 
-def test_empty_folder_and_empty_class_folder_are_errors_before_training(tmp_path, cifar_folders):
+def test_empty_folder_and_empty_class_folder_are_errors_before_training(tmp_path, cifar_folders,
+                                                                        config_of):
     config = tmp_path / "config.yaml"
     empty = tmp_path / "empty"
     empty.mkdir()
-    config.write_text(CONFIG.format(root=tmp_path).replace(f'"{tmp_path}/train"', f'"{empty}"'))
+    config.write_text(config_of(tmp_path).replace(f'"{tmp_path}/train"', f'"{empty}"'))
     for command in (["data", "check", str(config)], ["train", str(config), "--run-dir",
                                                        str(tmp_path / "run")]):
         result = runner.invoke(app, command)
@@ -334,8 +320,8 @@ def test_empty_folder_and_empty_class_folder_are_errors_before_training(tmp_path
     train = tmp_path / "train"
     shutil.copytree(cifar_folders / "train", train)
     (train / "dog").mkdir()
-    config.write_text(CONFIG.format(root=tmp_path).replace(f'"{tmp_path}/test"',
-                                                           f'"{cifar_folders}/test"'))
+    config.write_text(config_of(tmp_path).replace(f'"{tmp_path}/test"',
+                                                  f'"{cifar_folders}/test"'))
     kinds = ".jpg, .jpeg, .png, .bmp, .gif, .webp"
     result = runner.invoke(app, ["train", str(config), "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 2, result.output
@@ -351,16 +337,16 @@ def test_empty_folder_and_empty_class_folder_are_errors_before_training(tmp_path
         "other file, e.g. readme.txt; add images or remove it"]
 
 
-
-def test_a_class_whose_files_are_all_unreadable_is_an_error_naming_one(tmp_path, cifar_folders):
+def test_a_class_whose_files_are_all_unreadable_is_an_error_naming_one(tmp_path, cifar_folders,
+                                                                       config_of):
     train = tmp_path / "train"
     shutil.copytree(cifar_folders / "train", train)
     broken = sorted((train / "ship").iterdir())
     for f in broken:
         f.write_bytes(b"")
     config = tmp_path / "config.yaml"
-    config.write_text(CONFIG.format(root=tmp_path).replace(f'"{tmp_path}/test"',
-                                                           f'"{cifar_folders}/test"'))
+    config.write_text(config_of(tmp_path).replace(f'"{tmp_path}/test"',
+                                                  f'"{cifar_folders}/test"'))
     result = runner.invoke(app, ["train", str(config), "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines() == [

@@ -1,9 +1,10 @@
 """Bad configs, arguments and model files through the real `cnnctl` command line: each gives one
 clear line on stderr, exit code 2, no traceback, and nothing that looks like a run.
 
-Config mistakes as `cnnctl check` sees them are in test_cli.py, their wording in test_config.py
-and test_yaml_source.py, and `load_model` alone in test_evaluate.py; here the same mistakes go
-through `cnnctl train`, `eval` and `predict`, which must stop before writing anything.
+Config mistakes as `cnnctl check` sees them are in test_cli.py, their wording in
+config/test_wording.py and config/test_yaml_source.py, and `load_model` alone in
+use/test_trained.py; here the same mistakes go through `cnnctl train`, `eval` and `predict`,
+which must stop before writing anything.
 """
 
 from __future__ import annotations
@@ -22,37 +23,38 @@ from typer.testing import CliRunner
 
 from cnnctl.cli import app
 
-# A tiny CNN on the shipped Fashion-MNIST slice; the feature maps are 26, 13, 11, 5 and 3 wide.
-VALID = """\
-# bad-input tests: a tiny CNN on the shipped Fashion-MNIST slice
-model:
-  input_shape: [28, 28, 1]
-  layers:
-    - {type: conv2d, filters: 4, kernel_size: 3, activation: relu}
-    - {type: max_pool2d, pool_size: 2}
-    - {type: conv2d, filters: 4, kernel_size: 3, activation: relu}
-    - {type: max_pool2d, pool_size: 2}
-    - {type: conv2d, filters: 4, kernel_size: 3, activation: relu}
-    - {type: flatten}
-    - {type: dropout, rate: 0.2}
-    - {type: dense, units: 10, activation: softmax}
-data:
-  source: npz
-  path: "cnnctl://fashion_mnist_small.npz"
-  max_train_samples: 256
-  max_test_samples: 64
-optimizer: {name: adam, learning_rate: 0.001}
-loss: sparse_categorical_crossentropy
-train: {epochs: 1, batch_size: 64}
-"""
+@pytest.fixture(scope="module")
+def valid(cnn_yaml) -> str:
+    """A tiny CNN on the shipped Fashion-MNIST slice; the feature maps are 26, 13, 11, 5 and 3
+    wide. The cases name its lines: layer i is on line 5 + i, data on lines 13-17 (path on 15,
+    max_test_samples on 17), optimizer 18, train 20."""
+    return cnn_yaml(
+        comment="bad-input tests: a tiny CNN on the shipped Fashion-MNIST slice",
+        name=None,
+        layers=["{type: conv2d, filters: 4, kernel_size: 3, activation: relu}",
+                "{type: max_pool2d, pool_size: 2}",
+                "{type: conv2d, filters: 4, kernel_size: 3, activation: relu}",
+                "{type: max_pool2d, pool_size: 2}",
+                "{type: conv2d, filters: 4, kernel_size: 3, activation: relu}",
+                "{type: flatten}",
+                "{type: dropout, rate: 0.2}",
+                "{type: dense, units: 10, activation: softmax}"],
+        data={"source": "npz", "path": '"cnnctl://fashion_mnist_small.npz"',
+              "max_train_samples": 256, "max_test_samples": 64},
+        optimizer="{name: adam, learning_rate: 0.001}", train="{epochs: 1, batch_size: 64}")
 
 runner = CliRunner()
 
 
-def edit(old: str, new: str) -> str:
-    """VALID with one mistake put in (`old` must occur exactly once)."""
-    assert VALID.count(old) == 1, old
-    return VALID.replace(old, new)
+@pytest.fixture(scope="module")
+def edit(valid):
+    """edit(old, new) -> `valid` with one mistake put in (`old` must occur exactly once)."""
+
+    def edit(old: str, new: str) -> str:
+        assert valid.count(old) == 1, old
+        return valid.replace(old, new)
+
+    return edit
 
 
 def train(tmp_path: Path, text: str, *args: str):
@@ -78,10 +80,10 @@ def assert_no_run(root: Path) -> None:
     assert not list(root.rglob("config.yaml"))
 
 
-def test_the_valid_config_is_valid(tmp_path):
-    """Every case below is VALID with one mistake, so each error comes from that mistake."""
+def test_the_valid_config_is_valid(tmp_path, valid):
+    """Every case below is `valid` with one mistake, so each error comes from that mistake."""
     config = tmp_path / "good.yaml"
-    config.write_text(VALID)
+    config.write_text(valid)
     result = runner.invoke(app, ["check", str(config)])
     assert result.exit_code == 0, result.output
 
@@ -119,7 +121,7 @@ BAD_CONFIGS = {
 
 
 @pytest.mark.parametrize("kind", BAD_CONFIGS)
-def test_train_refuses_a_bad_config_before_writing_anything(tmp_path, kind):
+def test_train_refuses_a_bad_config_before_writing_anything(tmp_path, kind, edit):
     old, new, error = BAD_CONFIGS[kind]
     result, config, run = train(tmp_path, edit(old, new))
     assert_refused(result, f"{config}:{error}")
@@ -127,8 +129,8 @@ def test_train_refuses_a_bad_config_before_writing_anything(tmp_path, kind):
     assert_no_run(tmp_path)
 
 
-def test_train_bad_set_value(tmp_path):
-    result, _, run = train(tmp_path, VALID, "--set", "train.epochs=ten")
+def test_train_bad_set_value(tmp_path, valid):
+    result, _, run = train(tmp_path, valid, "--set", "train.epochs=ten")
     assert_refused(result, "--set: train.epochs: must be a whole number (got 'ten')")
     assert not run.exists()
 
@@ -141,7 +143,7 @@ def test_train_config_file_that_does_not_exist(tmp_path):
 
 
 # --------------------------------------------------------------------------- data and run paths
-def test_train_folder_that_does_not_exist(tmp_path):
+def test_train_folder_that_does_not_exist(tmp_path, edit):
     folder = tmp_path / "no" / "such" / "train"
     text = edit('  source: npz\n  path: "cnnctl://fashion_mnist_small.npz"',
                 f"  source: folder\n  train_dir: {folder}")
@@ -151,7 +153,7 @@ def test_train_folder_that_does_not_exist(tmp_path):
     assert not run.exists()
 
 
-def test_train_npz_that_does_not_exist_names_the_current_directory(tmp_path, monkeypatch):
+def test_train_npz_that_does_not_exist_names_the_current_directory(tmp_path, monkeypatch, edit):
     monkeypatch.chdir(tmp_path)  # a relative data path is read from here
     result, config, run = train(tmp_path, edit('"cnnctl://fashion_mnist_small.npz"',
                                                "data/missing.npz"))
@@ -161,10 +163,10 @@ def test_train_npz_that_does_not_exist_names_the_current_directory(tmp_path, mon
     assert not run.exists()
 
 
-def test_train_run_directory_under_a_file(tmp_path):
+def test_train_run_directory_under_a_file(tmp_path, valid):
     """A path below a regular file cannot be created, even by root (who ignores chmod)."""
     config = tmp_path / "good.yaml"
-    config.write_text(VALID)
+    config.write_text(valid)
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder\n")
     run = blocker / "run"
@@ -175,10 +177,10 @@ def test_train_run_directory_under_a_file(tmp_path):
     assert_no_run(tmp_path)
 
 
-def test_train_disk_full_while_creating_the_run_directory(tmp_path, monkeypatch):
+def test_train_disk_full_while_creating_the_run_directory(tmp_path, monkeypatch, valid):
     """config.yaml cannot be written: the folders made for the run are removed again."""
     config = tmp_path / "good.yaml"
-    config.write_text(VALID)
+    config.write_text(valid)
     run = tmp_path / "new" / "run"
     write_text = Path.write_text
 
@@ -194,7 +196,8 @@ def test_train_disk_full_while_creating_the_run_directory(tmp_path, monkeypatch)
     assert not (tmp_path / "new").exists()
 
 
-def test_full_disk_while_writing_last_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+def test_full_disk_while_writing_last_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch,
+                                                                        valid):
     """The disk fills up in epoch 2 while last.keras is written: exit 2 with "disk full", and
     epoch 1's last.keras is still there, whole and loadable; no results are written."""
     from keras.src.saving import saving_lib
@@ -213,7 +216,7 @@ def test_full_disk_while_writing_last_checkpoint_keeps_the_previous_one(tmp_path
         return save(model, filepath, *args, **kwargs)
 
     monkeypatch.setattr(saving_lib, "save_model", full_disk)
-    result, _, run = train(tmp_path, VALID, "--set", "train.epochs=2")
+    result, _, run = train(tmp_path, valid, "--set", "train.epochs=2")
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     lines = result.stderr.splitlines()
@@ -313,7 +316,7 @@ def test_the_lambda_file_runs_its_code_when_loaded_unsafely(models, tmp_path):
 
 # --------------------------------------------------------------------------- as real programs
 @pytest.fixture(scope="module")
-def processes(models, tmp_path_factory):
+def processes(models, tmp_path_factory, edit):
     """Two real `python -m cnnctl` processes, started together (each imports TensorFlow):
     `train` of a config with a python tag that would run a shell command, and `predict` with
     the Lambda model."""

@@ -7,49 +7,19 @@ import textwrap
 import time
 
 import pytest
-from typer.testing import CliRunner
 
-from cnnctl.cli import app
 from cnnctl.config.schema import TrainConfig
 from cnnctl.config.layer_specs import LAYER_SPECS
 
-MNIST_CNN = """\
-# A small CNN on MNIST (93,322 params): cnnctl check mnist.yaml
-model:
-  name: mnist_cnn
-  input_shape: [28, 28, 1]
-  layers:
-    - {type: conv2d, filters: 32, kernel_size: 3, activation: relu}
-    - {type: max_pool2d, pool_size: 2}
-    - {type: conv2d, filters: 64, kernel_size: 3, activation: relu}
-    - {type: max_pool2d, pool_size: 2}
-    - {type: conv2d, filters: 64, kernel_size: 3, activation: relu}
-    - {type: flatten}
-    - {type: dense, units: 64, activation: relu}
-    - {type: dense, units: 10, activation: softmax}
-data: {source: keras, name: mnist}
-optimizer: {name: adam, learning_rate: 1e-3}
-loss: sparse_categorical_crossentropy
-metrics: [accuracy]
-train: {epochs: 5, batch_size: 128}
-"""
-
-runner = CliRunner()
-
-
-def cnnctl(*args: str):
-    return runner.invoke(app, list(args))
-
-
 @pytest.fixture
-def mnist(tmp_path):
+def mnist(tmp_path, mnist_cnn_yaml):
     path = tmp_path / "mnist.yaml"
-    path.write_text(MNIST_CNN)
+    path.write_text(mnist_cnn_yaml)
     return path
 
 
 # --------------------------------------------------------------------------- check: good configs
-def test_check_prints_the_layer_table(mnist):
+def test_check_prints_the_layer_table(mnist, cnnctl):
     result = cnnctl("check", str(mnist))
     assert result.exit_code == 0, result.output
     table = result.stdout.splitlines()
@@ -60,7 +30,7 @@ def test_check_prints_the_layer_table(mnist):
     assert result.stderr == ""
 
 
-def test_check_json(mnist):
+def test_check_json(mnist, cnnctl):
     result = cnnctl("check", str(mnist), "--json")
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
@@ -75,7 +45,7 @@ def test_check_json(mnist):
     assert info["flops"] == sum(layer["flops"] for layer in info["layers"])
 
 
-def test_check_applies_set(mnist):
+def test_check_applies_set(mnist, cnnctl):
     result = cnnctl("check", str(mnist), "--json", "--set", "model.layers[6].units=32")
     assert result.exit_code == 0, result.output
     # dense 576*32+32 and dense_1 32*10+10 instead of 36,928 and 650
@@ -157,12 +127,13 @@ BAD = {
 
 
 @pytest.mark.parametrize("kind", BAD)
-def test_check_bad_config_exits_2_with_the_error_on_stderr(tmp_path, monkeypatch, kind):
+def test_check_bad_config_exits_2_with_the_error_on_stderr(tmp_path, monkeypatch, kind,
+                                                           mnist_cnn_yaml, cnnctl):
     monkeypatch.chdir(tmp_path)  # where `touch pwned` would write if the python tag ran
     old, new, error = BAD[kind]
-    assert MNIST_CNN.count(old) == 1
+    assert mnist_cnn_yaml.count(old) == 1
     path = tmp_path / "bad.yaml"
-    path.write_text(MNIST_CNN.replace(old, new))
+    path.write_text(mnist_cnn_yaml.replace(old, new))
     result = cnnctl("check", str(path))
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [f"{path}:{error}"]
@@ -171,9 +142,9 @@ def test_check_bad_config_exits_2_with_the_error_on_stderr(tmp_path, monkeypatch
     assert not (tmp_path / "pwned").exists()
 
 
-def test_check_many_errors_one_line_each(tmp_path, mnist):
+def test_check_many_errors_one_line_each(tmp_path, mnist, mnist_cnn_yaml, cnnctl):
     path = tmp_path / "bad.yaml"
-    path.write_text(MNIST_CNN.replace("batch_size: 128", "batch_size: 0").replace(
+    path.write_text(mnist_cnn_yaml.replace("batch_size: 128", "batch_size: 0").replace(
         "learning_rate: 1e-3", "lr: 1e-3").replace("{type: flatten}", "{type: flaten}"))
     result = cnnctl("check", str(path))
     assert result.exit_code == 2
@@ -181,7 +152,7 @@ def test_check_many_errors_one_line_each(tmp_path, mnist):
         ["11", " model.layers[5].type"], ["15", " optimizer.lr"], ["18", " train.batch_size"]]
 
 
-def test_check_bad_set(mnist):
+def test_check_bad_set(mnist, cnnctl):
     result = cnnctl("check", str(mnist), "--set", "train.epochs=0", "--set", "train.epoch=1")
     assert result.exit_code == 2
     lines = result.stderr.splitlines()
@@ -190,14 +161,14 @@ def test_check_bad_set(mnist):
     assert lines[1:] == ["--set: train.epochs: must be > 0 (got 0)"]
 
 
-def test_check_malformed_set(mnist):
+def test_check_malformed_set(mnist, cnnctl):
     result = cnnctl("check", str(mnist), "--set", "foo")
     assert result.exit_code == 2
     assert result.stderr == ("--set 'foo': expected path.to.key=value, e.g. --set train.epochs=1 "
                              "or --set model.layers[0].filters=16\n")
 
 
-def test_check_missing_file(tmp_path):
+def test_check_missing_file(tmp_path, cnnctl):
     result = cnnctl("check", str(tmp_path / "nope.yaml"))
     assert result.exit_code == 2
     assert result.stderr == f"{tmp_path / 'nope.yaml'}: config file not found; check the path\n"
@@ -206,7 +177,7 @@ def test_check_missing_file(tmp_path):
 
 # --------------------------------------------------------------------------- schema
 @pytest.fixture(scope="module")
-def schema():
+def schema(cnnctl):
     result = cnnctl("schema")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
@@ -244,13 +215,13 @@ def test_schema_allows_the_short_loss_and_metric_forms(schema):
     assert _accepts_a_string(schema["properties"]["metrics"]["items"], schema)
 
 
-def test_schema_validates_a_config(schema):
+def test_schema_validates_a_config(schema, mnist_cnn_yaml):
     jsonschema = pytest.importorskip("jsonschema")
     import yaml
 
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    data = yaml.safe_load(MNIST_CNN)
+    data = yaml.safe_load(mnist_cnn_yaml)
     data["optimizer"]["learning_rate"] = 0.001  # plain YAML 1.1 reads 1e-3 as a string
     assert list(validator.iter_errors(data)) == []
     data["model"]["layers"][0]["filtres"] = 3
@@ -293,18 +264,18 @@ def test_help_is_fast_and_does_not_load_keras():
 
 
 # --------------------------------------------------------------------------- first-hour mistakes
-def test_check_accepts_the_short_optimizer_form(mnist):
-    mnist.write_text(MNIST_CNN.replace("optimizer: {name: adam, learning_rate: 1e-3}", "optimizer: sgd"))
+def test_check_accepts_the_short_optimizer_form(mnist, mnist_cnn_yaml, cnnctl):
+    mnist.write_text(mnist_cnn_yaml.replace("optimizer: {name: adam, learning_rate: 1e-3}", "optimizer: sgd"))
     result = cnnctl("check", str(mnist))
     assert result.exit_code == 0, result.output
 
 
-def test_schema_accepts_the_short_optimizer_form(schema):
+def test_schema_accepts_the_short_optimizer_form(schema, mnist_cnn_yaml):
     jsonschema = pytest.importorskip("jsonschema")
     import yaml
 
     validator = jsonschema.Draft202012Validator(schema)
-    data = yaml.safe_load(MNIST_CNN)
+    data = yaml.safe_load(mnist_cnn_yaml)
     data["optimizer"] = "sgd"
     assert list(validator.iter_errors(data)) == []
     data["optimizer"] = "sgdd"
@@ -313,7 +284,7 @@ def test_schema_accepts_the_short_optimizer_form(schema):
 
 @pytest.mark.parametrize("command", [["check"], ["train"], ["data", "check"]])
 @pytest.mark.parametrize("order", ["config first", "set first", "--set=KEY"])
-def test_set_without_equals_says_how_to_write_it(mnist, command, order):
+def test_set_without_equals_says_how_to_write_it(mnist, command, order, cnnctl):
     args = {"config first": [str(mnist), "--set", "train.epochs", "1"],
             "set first": ["--set", "train.epochs", "1", str(mnist)],
             "--set=KEY": [str(mnist), "--set=train.epochs", "1"]}[order]
@@ -323,16 +294,17 @@ def test_set_without_equals_says_how_to_write_it(mnist, command, order):
     assert result.stdout == ""
 
 
-def test_other_extra_arguments_are_still_refused(mnist):
+def test_other_extra_arguments_are_still_refused(mnist, cnnctl):
     result = cnnctl("check", str(mnist), "other.yaml")
     assert result.exit_code == 2
     assert "Got unexpected extra argument(s) (other.yaml)" in result.stderr
 
 
-def test_train_refuses_an_output_that_does_not_fit_the_classes_at_its_line(tmp_path):
+def test_train_refuses_an_output_that_does_not_fit_the_classes_at_its_line(tmp_path, mnist_cnn_yaml,
+                                                                           cnnctl):
     config = tmp_path / "five.yaml"
     # the packaged npz: `check` knows its classes too, `train` finds them when the data is loaded
-    config.write_text(MNIST_CNN.replace("units: 10", "units: 5").replace(
+    config.write_text(mnist_cnn_yaml.replace("units: 10", "units: 5").replace(
         "data: {source: keras, name: mnist}", "data: {source: npz, path: cnnctl://fashion_mnist_small.npz}"))
     expected = (f"{config}:13: model.layers[7].units: the model outputs 5 values but the data has "
                 "10 classes (T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, "

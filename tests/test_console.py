@@ -7,7 +7,6 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,16 +18,16 @@ from cnnctl.cli import app
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def script() -> Path:
-    path = Path(sys.executable).parent / "cnnctl"
-    if not path.is_file():
-        pytest.skip(f"no installed cnnctl script beside {sys.executable}")
-    return path
+@pytest.fixture(scope="module")
+def run(console_script):
+    """run(*args, env=None) -> the finished process of the installed `cnnctl` with these
+    arguments, started in the checkout."""
 
+    def run(*args, env=None) -> subprocess.CompletedProcess:
+        return subprocess.run([str(console_script), *map(str, args)], capture_output=True,
+                              text=True, timeout=300, cwd=ROOT, env=env)
 
-def run(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(script()), *map(str, args)], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT, env=env)
+    return run
 
 
 def test_the_numpy_backend_only_where_jax_and_scipy_are_installed(monkeypatch):
@@ -46,7 +45,7 @@ def test_the_numpy_backend_only_where_jax_and_scipy_are_installed(monkeypatch):
 
 
 @pytest.mark.slow
-def test_check_through_the_executable_equals_check_in_process():
+def test_check_through_the_executable_equals_check_in_process(run):
     proc = run("check", "configs/resnet20_cifar10.yaml", "--json")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -59,7 +58,7 @@ def test_check_through_the_executable_equals_check_in_process():
 
 
 @pytest.mark.slow
-def test_data_check_schema_and_version_through_the_executable():
+def test_data_check_schema_and_version_through_the_executable(run):
     proc = run("data", "check", "configs/quickstart.yaml", "--json")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -71,7 +70,7 @@ def test_data_check_schema_and_version_through_the_executable():
 
 
 @pytest.mark.slow
-def test_a_mistake_through_the_executable_is_one_line_and_exit_2(tmp_path):
+def test_a_mistake_through_the_executable_is_one_line_and_exit_2(tmp_path, run):
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "configs/quickstart.yaml").read_text().replace("epochs:", "epoch:", 1))
     proc = run("check", bad)
@@ -93,39 +92,14 @@ def test_onnx_without_the_export_extra_names_the_extra(monkeypatch):
     assert export.FORMATS == ("savedmodel", "onnx", "tflite")
 
 
-def test_the_diagram_without_pydot_or_graphviz_names_what_to_install(monkeypatch):
-    from cnnctl.use import visualize
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "pydot" else real(name, *a))
-    assert visualize.diagram_missing() == (
-        'it needs the [diagram] extra: pip install -e ".[diagram]" in the cnnctl checkout, and '
-        "Graphviz (apt-get install graphviz)")
-    monkeypatch.setattr(importlib.util, "find_spec", real)
-    monkeypatch.setenv("PATH", "")
-    assert visualize.diagram_missing() == (
-        "it needs Graphviz's `dot` program: apt-get install graphviz (or brew install graphviz)")
-
-
 @pytest.mark.slow
-def test_check_builds_a_pretrained_backbone_without_its_weights(tmp_path):
+def test_check_builds_a_pretrained_backbone_without_its_weights(tmp_path, run):
     env = {**os.environ, "KERAS_HOME": str(tmp_path / "empty-keras-home")}
     proc = run("check", "configs/mobilenetv2_transfer.yaml", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     assert "Downloading" not in proc.stdout + proc.stderr
     info = json.loads(proc.stdout)
     assert info["params"] == 2_270_794 and info["trainable_params"] == 12_810
-
-
-def test_a_failed_weights_download_is_said_in_a_few_words():
-    from cnnctl.model import build as model
-
-    error = Exception("Exception: URL fetch failure on https://storage.googleapis.com/tensorflow/"
-                      "keras-applications/mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_"
-                      "kernels_1.0_96_no_top.h5: None -- [Errno -2] Name or service not known")
-    assert model.download_failure(error) == "no network: Name or service not known"
-    assert model.download_failure(Exception("HTTP Error 403: Forbidden")) == "HTTP Error 403: Forbidden"
 
 
 def test_help_has_no_type_column_and_wraps_at_words():

@@ -11,49 +11,41 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from cnnctl.data import arrays
 from cnnctl.config import load as config_lib
-from cnnctl.config import schema as schema_lib
 from cnnctl.use import evaluate
-from cnnctl.model import build as model_lib
 from cnnctl.train import optim
-from cnnctl.data import sources
 from cnnctl.train import fit as train_lib
 from cnnctl.backend import keras
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = """
-model:
-  name: fast_paths
-  input_shape: [28, 28, 1]
-  layers:
-    - {type: conv2d, filters: 16, kernel_size: 3, activation: relu}
-    - {type: max_pool2d, pool_size: 2}
-    - {type: conv2d, filters: 32, kernel_size: 3, activation: relu}
-    - {type: max_pool2d, pool_size: 2}
-    - {type: flatten}
-    - {type: dense, units: 10, activation: softmax}
-data: {source: npz, path: "cnnctl://fashion_mnist_small.npz", max_train_samples: 2048}
-augmentation: {placement: model, layers: [{type: random_translation, height_factor: 0.05, width_factor: 0.05}]}
-optimizer: {name: adam, learning_rate: 0.002}
-loss: categorical_crossentropy
-train: {epochs: 3, batch_size: 64, seed: 3, tensorboard: false}
-"""
 MARGIN = 0.06  # test accuracy (1,000 images) within this of the default path
 
 
-def train(tmp_path: Path, *overrides: str) -> dict:
-    config = tmp_path / "fast.yaml"
-    config.write_text(CONFIG)
-    loaded = config_lib.load(config, list(overrides))
-    return train_lib.train(loaded, tmp_path / "run", verbose=0)["metrics"]
+@pytest.fixture(scope="module")
+def fast_yaml(cnn_yaml) -> str:
+    """The config every fast path is compared on: the small CNN with in-model augmentation and
+    one-hot labels, 3 epochs on 2,048 of the shipped Fashion-MNIST images."""
+    return cnn_yaml(
+        name="fast_paths",
+        data='{source: npz, path: "cnnctl://fashion_mnist_small.npz", max_train_samples: 2048}',
+        augmentation="{placement: model, layers: [{type: random_translation, height_factor: 0.05, "
+                     "width_factor: 0.05}]}",
+        loss="categorical_crossentropy",
+        train="{epochs: 3, batch_size: 64, seed: 3, tensorboard: false}")
 
 
 @pytest.fixture(scope="module")
-def default_accuracy(tmp_path_factory) -> float:
+def train(train_yaml, fast_yaml):
+    """train(tmp_path, *overrides) -> the metrics of `fast_yaml` (with these `--set` overrides)
+    trained into tmp_path/run."""
+    return lambda tmp_path, *overrides: train_yaml(fast_yaml, tmp_path / "fast.yaml",
+                                                   tmp_path / "run", *overrides)["metrics"]
+
+
+@pytest.fixture(scope="module")
+def default_accuracy(tmp_path_factory, train) -> float:
     accuracy = train(tmp_path_factory.mktemp("default"))["test"]["accuracy"]
     assert accuracy > 0.70, "the default path must learn for the comparisons to mean anything"
     return accuracy
@@ -70,33 +62,12 @@ def default_accuracy(tmp_path_factory) -> float:
      "loss={name: categorical_crossentropy, label_smoothing: 0.1}"],
 ], ids=["no_xla", "xla_8_steps_per_call", "bfloat16", "batch_256_lr_scaled", "pipeline_aug",
         "nesterov_label_smoothing"])
-def test_fast_path_option_keeps_model_quality(tmp_path, default_accuracy, overrides):
+def test_fast_path_option_keeps_model_quality(tmp_path, default_accuracy, overrides, train):
     metrics = train(tmp_path, *overrides)
     assert abs(metrics["test"]["accuracy"] - default_accuracy) <= MARGIN, (overrides, metrics["test"])
 
 
-def test_reference_batch_size_scales_the_learning_rates():
-    spec = schema_lib.OptimizerConfig.model_validate(
-        {"name": "sgd", "learning_rate": 0.1, "reference_batch_size": 256,
-         "schedule": {"type": "cosine", "min_learning_rate": 0.01}})
-    opt = optim.optimizer(spec, steps_per_epoch=10, epochs=2, batch_size=1024)
-    schedule = opt.learning_rate if callable(opt.learning_rate) else opt._learning_rate
-    assert float(schedule(0)) == pytest.approx(0.4)
-    assert float(schedule(20)) == pytest.approx(0.04)  # the floor is scaled too
-    unscaled = optim.optimizer(spec.model_copy(update={"reference_batch_size": None}), 10, 2, 1024)
-    assert float(unscaled._learning_rate(0)) == pytest.approx(0.1)
-
-
-def test_flip_tta_averages_an_image_and_its_mirror():
-    inputs = keras.Input((4, 5, 1))
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(
-        keras.layers.Flatten()(inputs)))
-    x = np.random.default_rng(0).uniform(0, 255, (2, 4, 5, 1)).astype("float32")
-    want = (model.predict_on_batch(x) + model.predict_on_batch(x[:, :, ::-1])) / 2
-    np.testing.assert_allclose(model_lib.with_flip_tta(model).predict_on_batch(x), want, rtol=1e-5)
-
-
-def test_tta_in_final_metrics_and_eval(tmp_path):
+def test_tta_in_final_metrics_and_eval(tmp_path, train):
     metrics = train(tmp_path, "train.epochs=1", "train.test_time_augmentation=flip")
     assert metrics["test_time_augmentation"] == "flip"
     report, _, _ = evaluate.run(tmp_path / "run")
@@ -104,44 +75,6 @@ def test_tta_in_final_metrics_and_eval(tmp_path):
     assert report["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
     plain, _, _ = evaluate.run(tmp_path / "run", tta="none")
     assert plain["test_time_augmentation"] == "none" and plain["accuracy"] != report["accuracy"]
-
-
-# --------------------------------------------------------------------------- NumPy input
-def ids_part(n: int = 100) -> sources.Part:
-    """Images whose first pixel is their index."""
-    x = np.zeros((n, 2, 2, 1), np.uint8)
-    x[:, 0, 0, 0] = np.arange(n)
-    return sources.Part(np.arange(n) % 3, images=x)
-
-
-def test_numpy_stream_orders_epochs_by_seed_and_resumes_mid_epoch():
-    spec = schema_lib.TrainConfig(batch_size=32, seed=5)
-    train_from = arrays.train_stream(ids_part(), 3, "int", spec, [])
-
-    def ids(stream, steps):
-        return np.concatenate([stream[i][0][:, 0, 0, 0] for i in range(steps)]).astype(int)
-
-    two_epochs = ids(train_from(0, 0), 8)  # 100 images, batch 32: 4 steps, the last of 4
-    first, second = two_epochs[:100], two_epochs[100:]
-    assert sorted(first) == sorted(second) == list(range(100))
-    assert list(first) != list(second) != list(range(100))
-    np.testing.assert_array_equal(ids(train_from(1, 2), 2), second[64:])
-    np.testing.assert_array_equal(ids(train_from(0, 3), 2), np.concatenate([first[96:], second[:32]]))
-    other = arrays.train_stream(ids_part(), 3, "int", spec.model_copy(update={"seed": 6}), [])
-    assert list(ids(other(0, 0), 4)) != list(first)
-    x, y = train_from(0, 0)[0]
-    assert x.dtype == np.float32 and y.dtype == np.int32 and x.shape == (32, 2, 2, 1)
-
-
-def test_numpy_batches_in_order_with_label_modes():
-    part = ids_part(300)
-    batches = arrays.Batches(part, 3, "categorical")
-    assert len(batches) == 2
-    x, y = batches[1]
-    assert x.shape == (44, 2, 2, 1) and y.shape == (44, 3)
-    np.testing.assert_array_equal(x[:, 0, 0, 0], np.arange(256, 300) % 256)
-    np.testing.assert_array_equal(y.argmax(1), np.arange(256, 300) % 3)
-    assert arrays.Batches(part, 2, "binary")[0][1].shape == (256, 1)
 
 
 # --------------------------------------------------------------------------- backends
@@ -165,7 +98,7 @@ def without_tensorflow(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tensorflow_run(tmp_path_factory) -> dict:
+def tensorflow_run(tmp_path_factory, train) -> dict:
     return train(tmp_path_factory.mktemp("tf"))
 
 
@@ -173,11 +106,11 @@ def tensorflow_run(tmp_path_factory) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_the_same_yaml_trains_on_each_backend_without_tensorflow(
-        backend, tmp_path, without_tensorflow, tensorflow_run):
+        backend, tmp_path, without_tensorflow, tensorflow_run, fast_yaml):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed (.ci/run installs it)")
     config = tmp_path / "fast.yaml"
-    config.write_text(CONFIG)
+    config.write_text(fast_yaml)
     run = tmp_path / "run"
     done = subprocess.run([sys.executable, "-S", "-m", "cnnctl", "train", str(config), "--run-dir",
                            str(run)], env={**without_tensorflow, "KERAS_BACKEND": backend},
@@ -206,14 +139,15 @@ def test_check_and_help_never_import_tensorflow():
 @pytest.mark.optional
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_data_on_device_trains_exactly_as_from_numpy(backend, tmp_path, without_tensorflow):
+def test_data_on_device_trains_exactly_as_from_numpy(backend, tmp_path, without_tensorflow,
+                                                     fast_yaml):
     """`data.on_device`: batches gathered on the device are the NumPy batches, value for value,
     so two epochs give the same losses and accuracies to the last digit."""
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed (.ci/run installs it)")
     config = tmp_path / "fast.yaml"
-    config.write_text(CONFIG.replace("max_train_samples: 2048", "max_train_samples: 1024, "
-                                     "validation_split: 0.25"))
+    config.write_text(fast_yaml.replace("max_train_samples: 2048", "max_train_samples: 1024, "
+                                        "validation_split: 0.25"))
     histories = {}
     for on_device in ("true", "false"):
         run = tmp_path / on_device
@@ -230,14 +164,14 @@ def test_data_on_device_trains_exactly_as_from_numpy(backend, tmp_path, without_
     assert len(histories["true"]) == 2 and histories["true"] == histories["false"]
 
 
-def test_data_on_device_needs_an_array_backend(tmp_path):
+def test_data_on_device_needs_an_array_backend(tmp_path, fast_yaml):
     config = tmp_path / "fast.yaml"
-    config.write_text(CONFIG.replace("max_train_samples: 2048", "max_train_samples: 64, "
-                                     "on_device: true"))
+    config.write_text(fast_yaml.replace("max_train_samples: 2048", "max_train_samples: 64, "
+                                        "on_device: true"))
     loaded = config_lib.load(config)
     with pytest.raises(train_lib.CnnctlError) as error:
         train_lib.train(loaded, tmp_path / "run", verbose=0)
-    line = CONFIG.splitlines().index(next(l for l in CONFIG.splitlines() if l.startswith("data:")))
+    line = fast_yaml.splitlines().index(next(l for l in fast_yaml.splitlines() if l.startswith("data:")))
     assert str(error.value) == (
         f"{config}:{line + 1}: data.on_device: true needs the jax or torch backend and an "
         "in-memory data set (the tensorflow backend, and image files decoded in every epoch, feed "
@@ -246,12 +180,12 @@ def test_data_on_device_needs_an_array_backend(tmp_path):
 
 
 @pytest.mark.slow
-def test_weight_ema_is_what_validation_and_checkpoints_see(tmp_path):
+def test_weight_ema_is_what_validation_and_checkpoints_see(tmp_path, fast_yaml):
     """optimizer.ema_momentum: the validation figures of an epoch are those of the averaged
     weights, which best.keras / last.keras hold; the backup holds the raw weights beside them."""
     config = tmp_path / "fast.yaml"
-    config.write_text(CONFIG.replace("max_train_samples: 2048", "max_train_samples: 1024, "
-                                     "validation_split: 0.25"))
+    config.write_text(fast_yaml.replace("max_train_samples: 2048", "max_train_samples: 1024, "
+                                        "validation_split: 0.25"))
     loaded = config_lib.load(config, ["train.epochs=2", "optimizer.ema_momentum=0.9",
                                       "run.keep=[last, backup]"])  # the backup is looked at below
     run = tmp_path / "run"

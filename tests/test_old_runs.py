@@ -7,9 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from cnnctl.cli import app
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "run_0.1.0"
 
@@ -23,13 +21,19 @@ def old(tmp_path, monkeypatch):
     return target
 
 
-def cnnctl(*args):
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.stdout
+@pytest.fixture
+def cnnctl(cnnctl):
+    """cnnctl(*args) -> the stdout of a command that must succeed (conftest's `cnnctl`, checked)."""
+
+    def succeeded(*args):
+        result = cnnctl(*args)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    return succeeded
 
 
-def test_an_old_run_gives_the_same_predictions(old):
+def test_an_old_run_gives_the_same_predictions(old, cnnctl):
     now = json.loads(cnnctl("predict", "finished", "images", "--json", "--top-k", "10"))
     then = json.loads((old / "predictions.json").read_text())
     assert [r["path"] for r in now] == [r["path"] for r in then]
@@ -39,7 +43,7 @@ def test_an_old_run_gives_the_same_predictions(old):
             [t["prob"] for t in old_row["top"]], abs=1e-6)
 
 
-def test_an_old_run_evaluates_to_the_same_metrics(old):
+def test_an_old_run_evaluates_to_the_same_metrics(old, cnnctl):
     now = json.loads(cnnctl("eval", "finished", "--json"))
     then = json.loads((old / "eval.json").read_text())
     assert now["num_samples"] == then["num_samples"] == 64
@@ -49,7 +53,7 @@ def test_an_old_run_evaluates_to_the_same_metrics(old):
 
 
 @pytest.mark.slow
-def test_an_old_interrupted_run_resumes_to_the_end(old):
+def test_an_old_interrupted_run_resumes_to_the_end(old, cnnctl):
     out = cnnctl("train", "tiny.yaml", "--resume", "interrupted")
     assert "resum" in out.lower()
     metrics = json.loads((old / "interrupted" / "metrics.json").read_text())

@@ -13,38 +13,21 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnctl.config import load as config_lib
 from cnnctl.use import export as export_lib
 from cnnctl import outputs
-from cnnctl.train import fit as train_lib
 from cnnctl.cli import app
 from cnnctl.errors import CnnctlError
-from conftest import write_colour_npz
-
-CONFIG = """
-model:
-  name: guarded
-  input_shape: [16, 16, 3]
-  layers:
-    - {type: conv2d, filters: 4, kernel_size: 3, activation: relu}
-    - {type: global_avg_pool2d}
-    - {type: dense, units: 3, activation: softmax}
-data: {source: npz, path: DATA, validation_split: 0.25}
-optimizer: {name: adam, learning_rate: 0.01}
-loss: sparse_categorical_crossentropy
-train: {epochs: 1, batch_size: 32, seed: 0, tensorboard: false}
-"""
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
+def run(tmp_path_factory, colour_cnn_yaml, train_yaml, colour_npz) -> Path:
     """A finished run of a tiny model on coloured noise (classes: the brightest channel)."""
     root = tmp_path_factory.mktemp("outputs")
-    write_colour_npz(root / "colours.npz", 128, 48)
+    colour_npz(root / "colours.npz", 128, 48)
     xt = np.load(root / "colours.npz")["x_test"]
-    config = root / "guarded.yaml"
-    config.write_text(CONFIG.replace("DATA", str(root / "colours.npz")))
-    train_lib.train(config_lib.load(config), root / "run", verbose=0)
+    config = colour_cnn_yaml(name="guarded",
+                             data="{source: npz, path: DATA, validation_split: 0.25}")
+    train_yaml(config.replace("DATA", str(root / "colours.npz")), root / "guarded.yaml",
+               root / "run")
     folder = root / "images"
     for name in ("cat", "dog", "ship"):
         (folder / name).mkdir(parents=True)

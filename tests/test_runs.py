@@ -21,29 +21,33 @@ from cnnctl.cli import app
 
 runner = CliRunner()
 
-# 13,610 parameters: large enough that the optimizer state shows in the file sizes
-CONFIG = """
-model:
-  name: tiny
-  input_shape: [28, 28, 1]
-  layers:
-    - {type: conv2d, filters: 8, kernel_size: 3, strides: 2, activation: relu}
-    - {type: flatten}
-    - {type: dense, units: 10, activation: softmax}
-data: {source: npz, path: "cnnctl://fashion_mnist_small.npz", max_train_samples: 256,
-       max_test_samples: 64, validation_split: 0.25}
-optimizer: {name: adam}
-loss: sparse_categorical_crossentropy
-train: {epochs: 2, batch_size: 64, tensorboard: false}
-"""
 PARAMS = 8 * (9 + 1) + 13 * 13 * 8 * 10 + 10
 
 
-def train(tmp_path: Path, run: Path, *overrides: str) -> Path:
-    config = tmp_path / "tiny.yaml"
-    config.write_text(CONFIG)
-    train_lib.train(config_lib.load(config, list(overrides)), run, verbose=0)
-    return run
+@pytest.fixture(scope="module")
+def tiny_yaml(cnn_yaml) -> str:
+    """13,610 parameters (PARAMS): large enough that the optimizer state shows in the file sizes;
+    2 epochs of 3 steps (192 of 256 shipped Fashion-MNIST images, batch 64)."""
+    return cnn_yaml(
+        name="tiny",
+        layers=["{type: conv2d, filters: 8, kernel_size: 3, strides: 2, activation: relu}",
+                "{type: flatten}",
+                "{type: dense, units: 10, activation: softmax}"],
+        data='{source: npz, path: "cnnctl://fashion_mnist_small.npz", max_train_samples: 256, '
+             'max_test_samples: 64, validation_split: 0.25}',
+        optimizer="{name: adam}", train="{epochs: 2, batch_size: 64, tensorboard: false}")
+
+
+@pytest.fixture(scope="module")
+def train(train_yaml, tiny_yaml):
+    """train(tmp_path, run, *overrides) -> run: `tiny_yaml` (with these `--set` overrides)
+    trained into `run`."""
+
+    def train(tmp_path: Path, run: Path, *overrides: str) -> Path:
+        train_yaml(tiny_yaml, tmp_path / "tiny.yaml", run, *overrides)
+        return run
+
+    return train
 
 
 def h5_groups(keras_file: Path) -> list[str]:
@@ -58,7 +62,7 @@ def disk_bytes(folder: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def kept(tmp_path_factory) -> Path:
+def kept(tmp_path_factory, train) -> Path:
     """A finished 2-epoch run that kept its backup (run.keep: [last, backup])."""
     tmp = tmp_path_factory.mktemp("kept")
     return train(tmp, tmp / "run", "run.keep=[last, backup]")
@@ -66,7 +70,7 @@ def kept(tmp_path_factory) -> Path:
 
 # --------------------------------------------------------------------------- disk use
 @pytest.mark.slow
-def test_a_finished_run_keeps_the_model_without_optimizer_state_and_no_backup(tmp_path):
+def test_a_finished_run_keeps_the_model_without_optimizer_state_and_no_backup(tmp_path, train):
     run = train(tmp_path, tmp_path / "run")
     files = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
     assert files == ["checkpoints/best.keras", "checkpoints/last.keras", "class_names.json",
@@ -88,7 +92,7 @@ def test_a_finished_run_keeps_the_model_without_optimizer_state_and_no_backup(tm
 
 
 @pytest.mark.slow
-def test_run_keep_chooses_backup_last_and_optimizer_state(tmp_path, kept):
+def test_run_keep_chooses_backup_last_and_optimizer_state(tmp_path, kept, train):
     assert sorted(p.name for p in (kept / "backup").iterdir()) == [
         "ckpt-000000003.keras", "ckpt-000000006.keras", "state-000000003.json",
         "state-000000006.json"]   # 192 training images: 3 steps an epoch
@@ -115,7 +119,7 @@ def unfinished(run: Path, target: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_runs_lists_finished_unfinished_and_failed_runs(tmp_path, kept):
+def test_runs_lists_finished_unfinished_and_failed_runs(tmp_path, kept, tiny_yaml):
     folder = tmp_path / "runs"
     finished = folder / "tiny" / "20261202-101500"
     shutil.copytree(kept, finished)
@@ -123,7 +127,7 @@ def test_runs_lists_finished_unfinished_and_failed_runs(tmp_path, kept):
     crashed = unfinished(kept, folder / "tiny" / "20261202-121500")
     shutil.rmtree(crashed / "backup")                     # died before its first backup
     nan_config = tmp_path / "nan.yaml"
-    nan_config.write_text(CONFIG.replace("{name: adam}", "{name: sgd, learning_rate: 1.0e+30}"))
+    nan_config.write_text(tiny_yaml.replace("{name: adam}", "{name: sgd, learning_rate: 1.0e+30}"))
     nan = folder / "other" / "nan-run"
     with pytest.raises(train_lib.NumericalFailure):
         train_lib.train(config_lib.load(nan_config), nan, verbose=0)
@@ -204,10 +208,10 @@ def test_a_config_runs_folder_stands_for_its_newest_finished_run(tmp_path, kept)
     assert not (older / "eval_test.json").exists()
 
 
-def test_a_runs_folder_without_a_finished_run_or_of_several_configs_is_refused(tmp_path):
+def test_a_runs_folder_without_a_finished_run_or_of_several_configs_is_refused(tmp_path, tiny_yaml):
     config = tmp_path / "runs" / "tiny" / "20261202-101500" / "config.yaml"
     config.parent.mkdir(parents=True)
-    config.write_text(CONFIG)
+    config.write_text(tiny_yaml)
     result = runner.invoke(app, ["predict", str(config.parent.parent), "x.png"])
     assert result.exit_code == 2
     assert result.stderr == (

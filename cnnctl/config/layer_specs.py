@@ -254,7 +254,7 @@ LAYER_SPECS: dict[str, type[LayerBase]] = {
 
 # The Keras class names (and Keras's aliases of them) of the layers each type builds, so that
 # `type: MaxPooling2D` is answered with max_pool2d. Most spec classes carry a Keras name
-# already (Conv2D, MaxPool2D, Dense, ...); tests/test_model.py checks the map against Keras.
+# already (Conv2D, MaxPool2D, Dense, ...); tests/model/test_layers.py checks the map against Keras.
 KERAS_LAYER_NAMES: dict[str, str] = {
     **{cls.__name__: tag for tag, cls in LAYER_SPECS.items() if cls is not ActivationLayer},
     "Convolution2D": "conv2d",

@@ -216,7 +216,7 @@ def _same_pixels(kind: str, mode: str, native: bool, channels: int) -> bool:
     Files PIL decodes in the pipeline too (not native): always. JPEG: TensorFlow decodes with
     libjpeg's accurate integer DCT, as PIL does, grey output included. PNG: lossless, but
     TensorFlow's RGB-to-grey weights are not PIL's, so colour PNGs read as grey are left to
-    TensorFlow (checked against TensorFlow 2.21 and Pillow in tests/test_data.py).
+    TensorFlow (checked against TensorFlow 2.21 and Pillow in tests/data/test_tfdata.py).
     """
     if not native or kind == "JPEG":
         return True

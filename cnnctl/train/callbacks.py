@@ -70,7 +70,7 @@ def build(cfg: schema_lib.Config, run_dir: Path, has_val: bool, steps_per_epoch:
         (callbacks in the order they run, {"guard", "stop", "backups", "averaged", and
         "early_stopping" / "reduce_lr" when configured: the ones `fit.train` reads}).
 
-    The order matters, and `tests/test_callbacks.py` holds it: the NaN guard first (every later
+    The order matters, and `tests/train/test_callbacks.py` holds it: the NaN guard first (every later
     callback asks it before writing); the signal stop next (a stop mid-epoch must be known
     before the epoch-end callbacks write anything); checkpoints; early stopping and LR on
     plateau, then KeepState, which records their memory; the epoch timer before history.csv,

@@ -6,7 +6,7 @@ from cnnctl.config import schema as schema_lib
 from cnnctl.config import reference
 from cnnctl.config.layer_specs import LAYER_SPECS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_reference_matches_schema():
@@ -24,3 +24,16 @@ def test_reference_covers_every_section_key_and_layer_type():
         assert f"| `{key}` |" in md
     for tag in LAYER_SPECS:
         assert f"| `{tag}` |" in md
+
+
+def test_the_reference_lists_every_type_and_its_keys():
+    md = reference.markdown()
+    assert "#### `augmentation.layers[i]`: augmentation types" in md
+    section = md.split("#### `augmentation.layers[i]`: augmentation types")[1].split("####")[0]
+    for tag, cls in schema_lib.AUGMENT_SPECS.items():
+        assert f"| `{tag}` |" in section
+        rows = section.split(f"| `{tag}` |")[1].split("\n| `")[0]
+        for key in set(cls.model_fields) - {"type"}:
+            assert f" `{key}` |" in rows, (tag, key)
+    assert "random_flip does not use" not in md
+    assert "**needed** (or `factor`)" in section

@@ -3,16 +3,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from cnnctl.config import reference
 from cnnctl.config import load as config_lib
 from cnnctl.config import schema as schema_lib
 from cnnctl.errors import ConfigError
 
-OLD_RUN_CONFIG = Path(__file__).resolve().parent / "fixtures" / "run_0.1.0" / "finished" / "config.yaml"
+OLD_RUN_CONFIG = Path(__file__).resolve().parents[1] / "fixtures" / "run_0.1.0" / "finished" / "config.yaml"
 
 # line 4 is augmentation.layers[0]
 HEAD = "model: {input_shape: [28, 28, 1]}\naugmentation:\n  layers:\n"
@@ -340,14 +340,32 @@ def test_the_json_schema_rejects_an_unknown_type(validator):
     assert json_errors(validator, {"type": "random_crop", "height": 40, "width": 40, "fill_mode": "wrap"})
 
 
-def test_the_reference_lists_every_type_and_its_keys():
-    md = reference.markdown()
-    assert "#### `augmentation.layers[i]`: augmentation types" in md
-    section = md.split("#### `augmentation.layers[i]`: augmentation types")[1].split("####")[0]
-    for tag, cls in schema_lib.AUGMENT_SPECS.items():
-        assert f"| `{tag}` |" in section
-        rows = section.split(f"| `{tag}` |")[1].split("\n| `")[0]
-        for key in set(cls.model_fields) - {"type"}:
-            assert f" `{key}` |" in rows, (tag, key)
-    assert "random_flip does not use" not in md
-    assert "**needed** (or `factor`)" in section
+# --------------------------------------------------------------------------- `optimizer: NAME`
+def test_optimizer_short_form(write_yaml, small_model_yaml):
+    cfg = config_lib.load(write_yaml(small_model_yaml + "optimizer: sgd\n")).config
+    assert cfg.optimizer == schema_lib.OptimizerConfig(name="sgd")
+    assert cfg.optimizer.learning_rate == 0.001
+    cfg = config_lib.load(write_yaml(small_model_yaml), ["optimizer=rmsprop"]).config
+    assert cfg.optimizer.name == "rmsprop"
+
+
+def test_augmentation_config_errors_name_the_field(write_yaml):
+    """They are config errors, found when the file is read (FILE:LINE: path: message)."""
+    def config(*layers):
+        return write_yaml("model: {input_shape: [8, 8, 1]}\naugmentation:\n  layers:\n"
+                          + "".join(f"    - {layer}\n" for layer in layers))
+
+    path = config("{type: random_flip}", "{type: random_rotation}")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:5: "
+                                          r"augmentation.layers\[1\].factor: random_rotation needs `factor`$"):
+        config_lib.load(path)
+    with pytest.raises(ConfigError, match=r"augmentation.layers\[0\].width: random_crop needs `width`"):
+        config_lib.load(config("{type: random_crop, height: 40}"))
+    with pytest.raises(ConfigError, match=r"augmentation.layers\[0\].height_factor: random_translation "
+                                          r"needs `height_factor` or `factor`"):
+        config_lib.load(config("{type: random_translation, width_factor: 0.1}"))
+    with pytest.raises(ConfigError,
+                       match=r"augmentation.layers\[0\].factor: random_flip does not use `factor`"):
+        config_lib.load(config("{type: random_flip, factor: 0.2}"))
+    with pytest.raises(ConfigError, match=r"augmentation.layers\[0\].fill_mode: random_crop pads with"):
+        config_lib.load(config("{type: random_crop, height: 40, width: 40, fill_mode: wrap}"))

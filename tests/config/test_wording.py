@@ -1,21 +1,11 @@
-"""config: the schema's errors as the user sees them (`FILE:LINE: path: message`) and `--set`."""
+"""cnnctl.config.wording: the schema's errors as the user sees them (`FILE:LINE: path: message`):
+unknown keys and types with "did you mean", wrong types, values out of range, many at once."""
 
 import pytest
 
-from cnnctl.config import load as config_lib
 from cnnctl.config import schema as schema_lib
 from cnnctl.config import wording
-from cnnctl.errors import CnnctlError, ConfigError
 from cnnctl.config.layer_specs import LAYER_SPECS, Conv2D
-
-SMALL = """
-model:
-  input_shape: [28, 28, 1]
-  layers:
-    - {type: conv2d, filters: 8, kernel_size: 3, activation: relu}
-    - {type: flatten}
-    - {type: dense, units: 10, activation: softmax}
-"""
 
 
 def allowed(model) -> str:
@@ -25,67 +15,25 @@ def allowed(model) -> str:
 LAYER_TYPES = f"layer types: {', '.join(LAYER_SPECS)} (or `block:` for a block of model.blocks)"
 
 
-@pytest.fixture
-def errors(write_yaml):
-    """The lines of the ConfigError that loading a config text (and overrides) raises, without
-    the file name: `LINE: path: message`. Line 1 is the first line after the opening quotes."""
-
-    def errors(text: str, overrides=None) -> list[str]:
-        path = write_yaml(text)
-        with pytest.raises(ConfigError) as info:
-            config_lib.load(path, overrides)
-        prefix = f"{path}:"
-        return [line.removeprefix(prefix) if line.startswith(prefix) else line
-                for line in str(info.value).splitlines()]
-
-    return errors
-
-
-def test_small_config_loads_with_defaults(write_yaml):
-    loaded = config_lib.load(write_yaml(SMALL))
-    cfg = loaded.config
-    assert cfg.model.input_shape == [28, 28, 1]
-    assert [layer.type for layer in cfg.model.layers] == ["conv2d", "flatten", "dense"]
-    assert cfg.model.layers[0].kernel_size == (3, 3)
-    assert cfg.optimizer.name == "adam" and cfg.train.epochs > 0
-    assert loaded.file.endswith("config.yaml")
-
-
-# --------------------------------------------------------------------------- file-level problems
-def test_missing_file_is_a_clear_error(tmp_path):
-    with pytest.raises(CnnctlError) as info:
-        config_lib.load(tmp_path / "nope.yaml")
-    assert str(info.value) == f"{tmp_path / 'nope.yaml'}: config file not found; check the path"
-
-
-def test_empty_file(errors):
-    assert errors("# nothing yet\n") == ["1: the file is empty; a config needs at least a `model:` section"]
-
-
-@pytest.mark.parametrize("text", ["- model\n- train\n", "42\n", "null\n"])
-def test_top_level_not_a_mapping(errors, text):
-    assert errors(text) == ["1: the top level must be a mapping with sections `model:`, `data:`, `train:`, ..."]
-
-
 # --------------------------------------------------------------------------- unknown keys
-def test_unknown_top_level_key_suggests_and_drops_the_missing_key(errors):
+def test_unknown_top_level_key_suggests_and_drops_the_missing_key(config_errors):
     # `modle` covers the "missing required key 'model'" that pydantic also reports
-    assert errors("""
+    assert config_errors("""
         modle:
           input_shape: [28, 28, 1]
         """) == [f"1: modle: unknown key 'modle' (did you mean 'model'?); "
                  f"allowed keys: {allowed(schema_lib.Config)}"]
 
 
-def test_unknown_key_in_a_section_lr_suggests_learning_rate(errors):
-    assert errors(SMALL + "optimizer: {name: adam, lr: 0.01}\n") == [
+def test_unknown_key_in_a_section_lr_suggests_learning_rate(config_errors, small_model_yaml):
+    assert config_errors(small_model_yaml + "optimizer: {name: adam, lr: 0.01}\n") == [
         f"7: optimizer.lr: unknown key 'lr' (did you mean 'learning_rate'?); "
         f"allowed keys: {allowed(schema_lib.OptimizerConfig)}"]
 
 
-def test_unknown_key_in_a_layer(errors):
+def test_unknown_key_in_a_layer(config_errors):
     # the suggestion covers "missing required key 'filters'", so that one is not printed
-    assert errors("""
+    assert config_errors("""
         model:
           input_shape: [28, 28, 1]
           layers:
@@ -95,8 +43,8 @@ def test_unknown_key_in_a_layer(errors):
                  f"allowed keys: {allowed(Conv2D)}"]
 
 
-def test_missing_key_kept_when_the_unknown_key_suggests_another(errors):
-    assert errors("""
+def test_missing_key_kept_when_the_unknown_key_suggests_another(config_errors):
+    assert config_errors("""
         model:
           input_shape: [28, 28, 1]
           layers:
@@ -108,8 +56,8 @@ def test_missing_key_kept_when_the_unknown_key_suggests_another(errors):
     ]
 
 
-def test_unknown_key_without_a_suggestion(errors):
-    assert errors(SMALL + "train: {epochs: 1, wibble: 2}\n") == [
+def test_unknown_key_without_a_suggestion(config_errors, small_model_yaml):
+    assert config_errors(small_model_yaml + "train: {epochs: 1, wibble: 2}\n") == [
         f"7: train.wibble: unknown key 'wibble'; allowed keys: {allowed(schema_lib.TrainConfig)}"]
 
 
@@ -121,8 +69,8 @@ def test_did_you_mean():
 
 
 # --------------------------------------------------------------------------- layer types
-def test_misspelt_layer_type(errors):
-    assert errors("""
+def test_misspelt_layer_type(config_errors):
+    assert config_errors("""
         model:
           input_shape: [28, 28, 1]
           layers:
@@ -130,8 +78,8 @@ def test_misspelt_layer_type(errors):
         """) == ["4: model.layers[0].type: unknown layer type 'conv2' (did you mean 'conv2d'?)"]
 
 
-def test_unknown_layer_type_lists_the_types(errors):
-    assert errors("""
+def test_unknown_layer_type_lists_the_types(config_errors):
+    assert config_errors("""
         model:
           input_shape: [28, 28, 1]
           layers:
@@ -139,8 +87,8 @@ def test_unknown_layer_type_lists_the_types(errors):
         """) == [f"4: model.layers[0].type: unknown layer type 'transformer'; {LAYER_TYPES}"]
 
 
-def test_layer_without_type(errors):
-    assert errors("""
+def test_layer_without_type(config_errors):
+    assert config_errors("""
         model:
           input_shape: [28, 28, 1]
           layers:
@@ -148,8 +96,8 @@ def test_layer_without_type(errors):
         """) == ["4: model.layers[0]: missing `type:` (or `block:`); give a layer type such as conv2d or dense"]
 
 
-def test_layer_with_misspelt_type_key(errors):
-    assert errors("""
+def test_layer_with_misspelt_type_key(config_errors):
+    assert config_errors("""
         model:
           input_shape: [28, 28, 1]
           layers:
@@ -159,8 +107,8 @@ def test_layer_with_misspelt_type_key(errors):
                  "`type:` (a layer type such as conv2d or dense) or `block:`"]
 
 
-def test_layer_that_is_not_a_mapping(errors):
-    assert errors("""
+def test_layer_that_is_not_a_mapping(config_errors):
+    assert config_errors("""
         model:
           input_shape: [28, 28, 1]
           layers:
@@ -168,8 +116,8 @@ def test_layer_that_is_not_a_mapping(errors):
         """) == ["4: model.layers[0]: a layer must be a mapping, e.g. {type: dense, units: 10} (got 'flatten')"]
 
 
-def test_missing_required_layer_key(errors):
-    assert errors("""
+def test_missing_required_layer_key(config_errors):
+    assert config_errors("""
         model:
           input_shape: [28, 28, 1]
           layers:
@@ -180,9 +128,9 @@ def test_missing_required_layer_key(errors):
 
 # --------------------------------------------------------------------------- wrong types
 @pytest.mark.parametrize("value, got", [("many", "'many'"), ("[32]", "[32]"), ("2.5", "2.5"),
-                                        ("{n: 3}", "{'n': 3}")])
-def test_filters_must_be_a_whole_number(errors, value, got):
-    assert errors(f"""
+                                                                           ("{n: 3}", "{'n': 3}")])
+def test_filters_must_be_a_whole_number(config_errors, value, got):
+    assert config_errors(f"""
         model:
           input_shape: [28, 28, 1]
           layers:
@@ -191,15 +139,15 @@ def test_filters_must_be_a_whole_number(errors, value, got):
         """) == [f"5: model.layers[0].filters: must be a whole number (got {got})"]
 
 
-def test_section_that_is_not_a_mapping_shows_null_as_null(errors):
-    assert errors(SMALL + "train:\noptimizer: 3\n") == [
+def test_section_that_is_not_a_mapping_shows_null_as_null(config_errors, small_model_yaml):
+    assert config_errors(small_model_yaml + "train:\noptimizer: 3\n") == [
         "7: train: must be a mapping of keys to values (got null)",
         "8: optimizer: must be a mapping of keys to values (got 3)",
     ]
 
 
-def test_bool_and_union_types(errors):
-    assert errors(SMALL + """\
+def test_bool_and_union_types(config_errors, small_model_yaml):
+    assert config_errors(small_model_yaml + """\
 train:
   tensorboard: maybe
   jit_compile: sometimes
@@ -213,16 +161,16 @@ augmentation:
     ]
 
 
-def test_quoted_number_and_boolean_are_not_whole_numbers(errors):
-    assert errors(SMALL + "train: {epochs: '10', batch_size: true}\n") == [
+def test_quoted_number_and_boolean_are_not_whole_numbers(config_errors, small_model_yaml):
+    assert config_errors(small_model_yaml + "train: {epochs: '10', batch_size: true}\n") == [
         "7: train.batch_size: must be a whole number (got true)",
         "7: train.epochs: must be a whole number (got '10')",
     ]
 
 
 # --------------------------------------------------------------------------- values out of range
-def test_out_of_range_values(errors):
-    assert errors("""
+def test_out_of_range_values(config_errors):
+    assert config_errors("""
         model:
           input_shape: [28, 28, 1]
           layers:
@@ -245,8 +193,8 @@ def test_out_of_range_values(errors):
     ]
 
 
-def test_list_lengths(errors):
-    assert errors("""
+def test_list_lengths(config_errors):
+    assert config_errors("""
         model:
           input_shape: [28, 28, 1, 1]
           blocks:
@@ -257,8 +205,8 @@ def test_list_lengths(errors):
     ]
 
 
-def test_zero_padding_item_error_is_not_echoed_as_a_length_error(errors):
-    assert errors("""
+def test_zero_padding_item_error_is_not_echoed_as_a_length_error(config_errors):
+    assert config_errors("""
         model:
           input_shape: [28, 28, 1]
           layers:
@@ -267,8 +215,8 @@ def test_zero_padding_item_error_is_not_echoed_as_a_length_error(errors):
 
 
 # --------------------------------------------------------------------------- unknown choices
-def test_unknown_activation_and_optimizer(errors):
-    assert errors("""
+def test_unknown_activation_and_optimizer(config_errors):
+    assert config_errors("""
         model:
           input_shape: [28, 28, 1]
           layers:
@@ -282,9 +230,9 @@ def test_unknown_activation_and_optimizer(errors):
     ]
 
 
-def test_activation_layer_field_keeps_its_name_in_the_path(errors):
+def test_activation_layer_field_keeps_its_name_in_the_path(config_errors):
     # the layer type `activation` is also a field name: the path must show both
-    lines = errors("""
+    lines = config_errors("""
         model:
           input_shape: [28, 28, 1]
           layers:
@@ -296,8 +244,8 @@ def test_activation_layer_field_keeps_its_name_in_the_path(errors):
     assert lines[0].endswith("(did you mean 'tanh'?) (got 'tanhh')")
 
 
-def test_names_say_what_they_may_contain(errors):
-    assert errors("""
+def test_names_say_what_they_may_contain(config_errors):
+    assert config_errors("""
         model:
           input_shape: [28, 28, 1]
           blocks:
@@ -315,8 +263,8 @@ def test_names_say_what_they_may_contain(errors):
 
 
 # --------------------------------------------------------------------------- many at once
-def test_all_errors_reported_at_once_sorted_by_line(errors):
-    lines = errors("""
+def test_all_errors_reported_at_once_sorted_by_line(config_errors):
+    lines = config_errors("""
         train: {epochs: 0}
         model:
           input_shape: [28, 28, 1]
@@ -339,89 +287,6 @@ def test_all_errors_reported_at_once_sorted_by_line(errors):
     ]
 
 
-# --------------------------------------------------------------------------- anchors
-def test_anchors_and_merge_keys(write_yaml, errors):
-    text = """
-        model:
-          input_shape: [28, 28, 1]
-          layers:
-            - &conv {type: conv2d, filters: 8, kernel_size: 3, activation: relu}
-            - *conv
-            - {<<: *conv, filters: 16}
-            - {type: flatten}
-        """
-    layers = config_lib.load(write_yaml(text)).config.model.layers
-    assert [(layer.type, getattr(layer, "filters", None)) for layer in layers] == [
-        ("conv2d", 8), ("conv2d", 8), ("conv2d", 16), ("flatten", None)]
-    # an error in a value given beside a merge points at that value's line
-    assert errors(text.replace("filters: 16", "filters: 0")) == [
-        "6: model.layers[2].filters: must be > 0 (got 0)"]
-
-
-# --------------------------------------------------------------------------- --set
-def test_set_overrides_apply(write_yaml):
-    cfg = config_lib.load(write_yaml(SMALL + "data:\n"), [
-        "train.epochs=3", "optimizer.learning_rate=1e-3", "model.layers[0].filters=16",
-        "model.input_shape=[32, 32, 3]", "data.name=cifar10", "run.name=exp.1"]).config
-    assert cfg.train.epochs == 3
-    assert cfg.optimizer.learning_rate == 0.001
-    assert cfg.model.layers[0].filters == 16
-    assert cfg.model.input_shape == [32, 32, 3]
-    assert cfg.data.name == "cifar10"  # `data:` is empty in the file
-    assert cfg.run.name == "exp.1"
-
-
-def test_set_fixes_an_error_in_the_file(write_yaml):
-    cfg = config_lib.load(write_yaml(SMALL + "train: {epochs: 0}\n"), ["train.epochs=2"]).config
-    assert cfg.train.epochs == 2
-
-
-def test_set_bad_value_is_reported_against_set(errors):
-    assert errors(SMALL + "train: {epochs: 5}\n", ["train.epochs=0", "model.layers[0].filters=x"]) == [
-        "--set: model.layers[0].filters: must be a whole number (got 'x')",
-        "--set: train.epochs: must be > 0 (got 0)",
-    ]
-
-
-def test_set_unknown_key(errors):
-    assert errors(SMALL, ["train.epoch=3"]) == [
-        f"--set: train.epoch: unknown key 'epoch' (did you mean 'epochs'?); "
-        f"allowed keys: {allowed(schema_lib.TrainConfig)}"]
-
-
-def test_set_new_section_missing_key_is_reported_against_set(errors):
-    assert errors(SMALL, ["model.backbone.trainable=false"]) == [
-        "--set: model.backbone.name: missing required key 'name'"]
-
-
-@pytest.mark.parametrize("item, message", [
-    ("foo", "--set 'foo': expected path.to.key=value, e.g. --set train.epochs=1 or "
-            "--set model.layers[0].filters=16"),
-    ("=3", "--set '=3': expected path.to.key=value, e.g. --set train.epochs=1 or "
-           "--set model.layers[0].filters=16"),
-    ("model.layers[x]=1", "--set 'model.layers[x]=1': expected path.to.key=value, e.g. "
-                          "--set train.epochs=1 or --set model.layers[0].filters=16"),
-    ("model.layers[7].units=3", "--set 'model.layers[7].units=3': model.layers[7] is not in "
-                                "the config (model.layers has 3 item(s))"),
-    ("model.blocks[0]=3", "--set 'model.blocks[0]=3': model.blocks[0] is not in the config"),
-    ("model.input_shape.h=3", "--set 'model.input_shape.h=3': model.input_shape is not a mapping"),
-    ("train.epochs=!!python/object/apply:os.system ['true']",
-     "--set \"train.epochs=!!python/object/apply:os.system ['true']\": YAML tag "
-     "'!!python/object/apply:os.system' is not allowed: configs are plain YAML (no python "
-     "objects or custom tags); remove the tag"),
-])
-def test_set_malformed(write_yaml, item, message):
-    with pytest.raises(CnnctlError) as info:
-        config_lib.load(write_yaml(SMALL), [item])
-    assert not isinstance(info.value, ConfigError)
-    assert str(info.value) == message
-
-
-def test_set_value_that_is_not_yaml_is_text(write_yaml):
-    cfg = config_lib.load(write_yaml(SMALL), ["train.checkpoint_monitor=val_accuracy [top]"]).config
-    assert cfg.train.checkpoint_monitor == "val_accuracy [top]"
-
-
 # --------------------------------------------------------------------------- names in another spelling
 def test_did_you_mean_ignores_case_and_keras_spellings():
     from typing import get_args
@@ -436,8 +301,8 @@ def test_did_you_mean_ignores_case_and_keras_spellings():
     assert wording.did_you_mean("LR", ["epochs", "learning_rate"]) == " (did you mean 'learning_rate'?)"
 
 
-def test_names_in_another_case_suggest_the_lowercase_name(errors):
-    assert errors("""
+def test_names_in_another_case_suggest_the_lowercase_name(config_errors):
+    assert config_errors("""
         model:
           input_shape: [28, 28, 1]
           layers:
@@ -459,8 +324,8 @@ def test_names_in_another_case_suggest_the_lowercase_name(errors):
     ("Dense", "dense"), ("BatchNormalization", "batch_norm"),
     ("GlobalAveragePooling2D", "global_avg_pool2d"), ("Dropout", "dropout"), ("Flatten", "flatten"),
     ("AveragePooling2D", "avg_pool2d"), ("Conv2DTranspose", "conv2d_transpose")])
-def test_keras_class_name_as_layer_type_suggests_the_yaml_name(errors, keras_name, tag):
-    assert errors(f"""
+def test_keras_class_name_as_layer_type_suggests_the_yaml_name(config_errors, keras_name, tag):
+    assert config_errors(f"""
         model:
           input_shape: [28, 28, 1]
           layers:
@@ -469,8 +334,8 @@ def test_keras_class_name_as_layer_type_suggests_the_yaml_name(errors, keras_nam
 
 
 # --------------------------------------------------------------------------- `(3, 3)` for [3, 3]
-def test_parentheses_for_a_list_say_to_write_brackets(errors):
-    assert errors("""
+def test_parentheses_for_a_list_say_to_write_brackets(config_errors):
+    assert config_errors("""
         model:
           input_shape: (28, 28, 1)
           layers:
@@ -488,26 +353,12 @@ def test_parentheses_for_a_list_say_to_write_brackets(errors):
     ]
 
 
-def test_parentheses_in_set_say_to_write_brackets(errors):
-    assert errors(SMALL, ["model.layers[0].kernel_size=(5,5)"]) == [
-        "--set: model.layers[0].kernel_size: (5, 5) is not a YAML list; write [5, 5]"]
-
-
-# --------------------------------------------------------------------------- `optimizer: NAME`
-def test_optimizer_short_form(write_yaml):
-    cfg = config_lib.load(write_yaml(SMALL + "optimizer: sgd\n")).config
-    assert cfg.optimizer == schema_lib.OptimizerConfig(name="sgd")
-    assert cfg.optimizer.learning_rate == 0.001
-    cfg = config_lib.load(write_yaml(SMALL), ["optimizer=rmsprop"]).config
-    assert cfg.optimizer.name == "rmsprop"
-
-
-def test_optimizer_short_form_with_a_typo(errors):
-    assert errors(SMALL + "optimizer: adamm\n") == [
+def test_optimizer_short_form_with_a_typo(config_errors, small_model_yaml):
+    assert config_errors(small_model_yaml + "optimizer: adamm\n") == [
         "7: optimizer.name: must be one of 'adam', 'adamw', 'sgd' or 'rmsprop' (did you mean 'adam'?) "
         "(got 'adamm')"]
 
 
-def test_text_in_parentheses_is_not_taken_for_a_list(errors):
-    assert errors(SMALL + "run: {name: (draft)}\n") == [
+def test_text_in_parentheses_is_not_taken_for_a_list(config_errors, small_model_yaml):
+    assert config_errors(small_model_yaml + "run: {name: (draft)}\n") == [
         "7: run.name: must be letters, digits, '_', '.' and '-' only (got '(draft)')"]

@@ -1,6 +1,7 @@
-"""Nothing lost: resume after SIGKILL equals an uninterrupted run, signals leave a backup,
-corrupt backups are skipped, NaN stops the run without overwriting good checkpoints, a full
-disk keeps the previous checkpoint."""
+"""cnnctl.train.checkpoints, nothing lost: resume after SIGKILL equals an uninterrupted run,
+signals leave a backup (a lockstep worker stops at once instead), corrupt backups are skipped,
+NaN stops the run without overwriting good checkpoints, a full disk keeps the previous
+checkpoint."""
 
 import errno
 import json
@@ -24,29 +25,32 @@ from cnnctl.train import fit as train_lib
 from cnnctl.backend import keras
 from cnnctl.cli import app
 
-CONFIG = """
-model:
-  name: resumable
-  input_shape: [28, 28, 1]
-  layers:
-    - {type: conv2d, filters: 32, kernel_size: 3, activation: relu}
-    - {type: max_pool2d, pool_size: 2}
-    - {type: dropout, rate: 0.3}
-    - {type: flatten}
-    - {type: dense, units: 10, activation: softmax}
-data: {source: npz, path: "cnnctl://fashion_mnist_small.npz", max_train_samples: 2048, max_test_samples: 128}
-augmentation: {placement: model, layers: [{type: random_flip, mode: horizontal}]}
-optimizer: {name: sgd, learning_rate: 0.05, momentum: 0.9, schedule: {type: cosine}}
-loss: sparse_categorical_crossentropy
-train: {epochs: 3, batch_size: 64, seed: 7, deterministic: true, backup_every_steps: 4, tensorboard: false}
-"""
 STEPS = 32  # 2048 / 64
 
 
+@pytest.fixture(scope="module")
+def resumable_yaml(cnn_yaml) -> str:
+    """3 deterministic epochs of 32 steps (2,048 shipped Fashion-MNIST images, batch 64) with
+    in-model augmentation, SGD on a cosine schedule and a backup every 4 steps."""
+    return cnn_yaml(
+        name="resumable",
+        layers=["{type: conv2d, filters: 32, kernel_size: 3, activation: relu}",
+                "{type: max_pool2d, pool_size: 2}",
+                "{type: dropout, rate: 0.3}",
+                "{type: flatten}",
+                "{type: dense, units: 10, activation: softmax}"],
+        data='{source: npz, path: "cnnctl://fashion_mnist_small.npz", max_train_samples: 2048, '
+             'max_test_samples: 128}',
+        augmentation="{placement: model, layers: [{type: random_flip, mode: horizontal}]}",
+        optimizer="{name: sgd, learning_rate: 0.05, momentum: 0.9, schedule: {type: cosine}}",
+        train="{epochs: 3, batch_size: 64, seed: 7, deterministic: true, backup_every_steps: 4, "
+              "tensorboard: false}")
+
+
 @pytest.fixture
-def config(tmp_path) -> Path:
+def config(tmp_path, resumable_yaml) -> Path:
     path = tmp_path / "resumable.yaml"
-    path.write_text(CONFIG)
+    path.write_text(resumable_yaml)
     return path
 
 
@@ -167,10 +171,10 @@ def test_an_unfinished_run_of_the_same_config_is_picked_up(config, tmp_path):
     assert fresh.exit_code == 0 and len(list((runs_dir / "resumable").iterdir())) == 2
 
 
-def test_nan_config_stops_with_epoch_and_step_and_no_finished_run(config, tmp_path):
+def test_nan_config_stops_with_epoch_and_step_and_no_finished_run(config, tmp_path, resumable_yaml):
     bad = tmp_path / "nan.yaml"
-    bad.write_text(CONFIG.replace("{name: sgd, learning_rate: 0.05, momentum: 0.9, schedule: {type: cosine}}",
-                                  "{name: sgd, learning_rate: 1.0e+30}"))
+    bad.write_text(resumable_yaml.replace("{name: sgd, learning_rate: 0.05, momentum: 0.9, schedule: {type: cosine}}",
+                                          "{name: sgd, learning_rate: 1.0e+30}"))
     run = tmp_path / "run"
     rc, out, err = finish(cnnctl("train", bad, "--run-dir", run))
     assert rc == 3 and "Traceback" not in err
@@ -183,7 +187,8 @@ def test_nan_config_stops_with_epoch_and_step_and_no_finished_run(config, tmp_pa
     assert not (run / "metrics.json").exists() and not list((run / "checkpoints").glob("*.keras"))
 
 
-def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint_and_backup(config, tmp_path, monkeypatch):
+def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint_and_backup(config, tmp_path,
+                                                                        monkeypatch):
     """From step 3 of epoch 2 the images overflow the network (NaN pixels would vanish in ReLU
     and max-pooling): epoch 1's checkpoints and backup must survive as they were."""
     import tensorflow as tf
@@ -267,19 +272,12 @@ def test_the_epoch_end_backup_holds_that_epochs_history_and_callback_memory(conf
         assert state["callbacks"][name]["wait"] == (0 if losses[1] < losses[0] else 1)
 
 
-def console_script() -> Path:
-    """The installed `cnnctl` executable of this environment (what users run)."""
-    script = Path(sys.executable).parent / "cnnctl"
-    if not script.is_file():
-        pytest.skip(f"no installed cnnctl script beside {sys.executable}")
-    return script
-
-
 @pytest.mark.slow
-def test_the_printed_resume_command_resumes_a_run_started_with_set(config, tmp_path):
+def test_the_printed_resume_command_resumes_a_run_started_with_set(config, tmp_path,
+                                                                   console_script):
     run = tmp_path / "run dir"  # a space: the printed command must quote it
     overrides = ["--set", "train.epochs=2", "--set", "data.max_train_samples=1024"]
-    script = console_script()
+    script = console_script
     proc = subprocess.Popen([str(script), "train", str(config), *overrides, "--run-dir", str(run)],
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(run, proc, lambda s: s["global_step"] >= 4)
@@ -311,3 +309,33 @@ def test_the_printed_resume_command_resumes_a_run_started_with_set(config, tmp_p
                    f"resume: `cnnctl eval {run}` scores it, and without --resume `cnnctl train` "
                    "starts a new run\n")
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_lockstep_worker_stops_at_once_on_a_signal(tmp_path):
+    """multi_worker: a signal must not make one worker write a backup or evaluate on its own."""
+    import numpy as np
+
+    from cnnctl.train import checkpoints
+    from cnnctl.backend import keras
+
+    guard = checkpoints.NanGuard()
+    backups = checkpoints.Backups(tmp_path, guard, checkpoints.Interruption(), None, 8, extra_state=dict)
+    stop = checkpoints.SignalStop(backups, at_once=True)
+
+    class Terminate(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    before = signal.getsignal(signal.SIGTERM)
+    seen = []
+    with pytest.raises(checkpoints.Signalled):
+        model.fit(np.zeros((64, 4)), np.zeros((64, 2)), batch_size=8, epochs=2, verbose=0,
+                  callbacks=[guard, stop, Terminate(), keras.callbacks.LambdaCallback(
+                      on_train_batch_end=lambda batch, logs: seen.append(batch))])
+    stop.on_train_end()
+    assert stop.received == signal.SIGTERM and max(seen) <= 3  # no further step, no epoch end
+    assert not (tmp_path / "backup").exists()
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -25,32 +25,37 @@ from cnnctl.cli import app
 from cnnctl.errors import CnnctlError
 from typer.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = """
-model:
-  name: spread
-  input_shape: [28, 28, 1]
-  layers:
-    - {type: conv2d, filters: 16, kernel_size: 3, activation: relu}
-    - {type: max_pool2d, pool_size: 2}
-    - {type: flatten}
-    - {type: dense, units: 10, activation: softmax}
-data: {source: npz, path: "cnnctl://fashion_mnist_small.npz", max_train_samples: 1001, max_test_samples: 999, validation_split: 0.25}
-optimizer: {name: adam, learning_rate: 0.002}
-loss: categorical_crossentropy
-train: {epochs: 3, batch_size: 32, seed: 3, tensorboard: false}
-"""
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def spread_yaml(cnn_yaml) -> str:
+    """One conv of 16 filters, 3 epochs of batch 32 on 1,001 shipped Fashion-MNIST images (a
+    quarter held out: 751 to train), all 999 test images, one-hot labels."""
+    return cnn_yaml(
+        name="spread",
+        layers=["{type: conv2d, filters: 16, kernel_size: 3, activation: relu}",
+                "{type: max_pool2d, pool_size: 2}",
+                "{type: flatten}",
+                "{type: dense, units: 10, activation: softmax}"],
+        data='{source: npz, path: "cnnctl://fashion_mnist_small.npz", max_train_samples: 1001, '
+             'max_test_samples: 999, validation_split: 0.25}',
+        loss="categorical_crossentropy",
+        train="{epochs: 3, batch_size: 32, seed: 3, tensorboard: false}")
 
 
 @pytest.fixture
-def config(tmp_path) -> Path:
+def config(tmp_path, spread_yaml) -> Path:
     path = tmp_path / "spread.yaml"
-    path.write_text(CONFIG)
+    path.write_text(spread_yaml)
     return path
 
 
-def line_of(key: str) -> int:
-    return next(i for i, line in enumerate(CONFIG.splitlines(), 1) if line.startswith(key))
+@pytest.fixture(scope="module")
+def line_of(spread_yaml):
+    """line_of(key) -> the line of `spread_yaml` that starts with `key`."""
+    return lambda key: next(i for i, line in enumerate(spread_yaml.splitlines(), 1)
+                            if line.startswith(key))
 
 
 def run_json(path: Path) -> dict:
@@ -150,11 +155,11 @@ MULTI_WORKER = ["--set", "train.distribute=multi_worker", "--set", "train.epochs
 
 
 @pytest.fixture(scope="module")
-def two_workers(tmp_path_factory):
+def two_workers(tmp_path_factory, spread_yaml):
     """An uninterrupted two-worker run (2 epochs, 32 images per worker, global batch 64)."""
     tmp = tmp_path_factory.mktemp("two_workers")
     config = tmp / "spread.yaml"
-    config.write_text(CONFIG.replace("seed: 3,", "seed: 3, distribute: multi_worker,").replace(
+    config.write_text(spread_yaml.replace("seed: 3,", "seed: 3, distribute: multi_worker,").replace(
         "epochs: 3", "epochs: 2"))
     cluster = Cluster(config, tmp / "run", tmp)
     return cluster, cluster.train()
@@ -291,7 +296,8 @@ def test_workers_option_needs_multi_worker_and_no_tf_config(config, monkeypatch)
      "multi_worker: TF_CONFIG has task type 'ps' and jobs ['ps', 'worker']; cnnctl runs chief and "
      "worker tasks only"),
 ])
-def test_multi_worker_needs_a_cluster_in_tf_config(config, tmp_path, monkeypatch, tf_config, message):
+def test_multi_worker_needs_a_cluster_in_tf_config(config, tmp_path, monkeypatch, tf_config,
+                                                   message):
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
@@ -303,8 +309,8 @@ def test_multi_worker_needs_a_cluster_in_tf_config(config, tmp_path, monkeypatch
     assert not (tmp_path / "run").exists()
 
 
-def test_data_parallel_needs_jax(config, tmp_path):
-    config.write_text(CONFIG.replace("seed: 3,", "seed: 3, distribute: data_parallel,"))
+def test_data_parallel_needs_jax(config, tmp_path, spread_yaml, line_of):
+    config.write_text(spread_yaml.replace("seed: 3,", "seed: 3, distribute: data_parallel,"))
     with pytest.raises(CnnctlError) as error:
         train_lib.train(config_lib.load(config), tmp_path / "run", verbose=0)
     assert str(error.value) == (
@@ -332,33 +338,3 @@ def test_plan_scales_batch_and_learning_rates_by_replicas(config):
     kept = plan.effective(cfg.model_copy(update={"train": cfg.train.model_copy(
         update={"scale_lr_with_replicas": False})}))
     assert kept.train.batch_size == 128 and kept.optimizer.learning_rate == pytest.approx(0.002)
-
-
-def test_a_lockstep_worker_stops_at_once_on_a_signal(tmp_path):
-    """multi_worker: a signal must not make one worker write a backup or evaluate on its own."""
-    import numpy as np
-
-    from cnnctl.train import checkpoints
-    from cnnctl.backend import keras
-
-    guard = checkpoints.NanGuard()
-    backups = checkpoints.Backups(tmp_path, guard, checkpoints.Interruption(), None, 8, extra_state=dict)
-    stop = checkpoints.SignalStop(backups, at_once=True)
-
-    class Terminate(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if batch == 2:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    model.compile("sgd", "mse")
-    before = signal.getsignal(signal.SIGTERM)
-    seen = []
-    with pytest.raises(checkpoints.Signalled):
-        model.fit(np.zeros((64, 4)), np.zeros((64, 2)), batch_size=8, epochs=2, verbose=0,
-                  callbacks=[guard, stop, Terminate(), keras.callbacks.LambdaCallback(
-                      on_train_batch_end=lambda batch, logs: seen.append(batch))])
-    stop.on_train_end()
-    assert stop.received == signal.SIGTERM and max(seen) <= 3  # no further step, no epoch end
-    assert not (tmp_path / "backup").exists()
-    assert signal.getsignal(signal.SIGTERM) == before

@@ -1,4 +1,5 @@
-"""`cnnctl train`, `eval` and `predict` end to end on small slices of real data."""
+"""cnnctl.train.fit: `cnnctl train` end to end on a small slice of real data: every output of
+a run, real metrics, the resolved config; `eval` and `predict` on the run it wrote."""
 
 import csv
 import json
@@ -16,39 +17,15 @@ from typer.testing import CliRunner
 
 from cnnctl.config import schema as schema_lib
 from cnnctl import runs
-from cnnctl.train import fit as train_lib
 from cnnctl.cli import app
-
-MNIST_CNN = """
-model:
-  name: small_cnn
-  input_shape: [28, 28, 1]
-  layers:
-    - {type: conv2d, filters: 16, kernel_size: 3, activation: relu}
-    - {type: max_pool2d, pool_size: 2}
-    - {type: conv2d, filters: 32, kernel_size: 3, activation: relu}
-    - {type: max_pool2d, pool_size: 2}
-    - {type: flatten}
-    - {type: dense, units: 10, activation: softmax}
-data:
-  source: npz
-  path: cnnctl://fashion_mnist_small.npz
-  max_train_samples: 2000
-  max_test_samples: 300
-  validation_split: 0.1
-optimizer: {name: adam, learning_rate: 0.002}
-loss: sparse_categorical_crossentropy
-metrics: [accuracy]
-train: {epochs: 2, batch_size: 64, seed: 3}
-"""
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, small_cnn_yaml):
     """One real training run shared by the tests that only read its outputs."""
     root = tmp_path_factory.mktemp("train")
     cfg = root / "small.yaml"
-    cfg.write_text(MNIST_CNN)
+    cfg.write_text(small_cnn_yaml)
     run_dir = root / "run"
     result = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(run_dir)])
     assert result.exit_code == 0, result.output
@@ -90,13 +67,13 @@ def test_class_names_and_environment(trained):
         assert key in env
 
 
-def test_resolved_config_reloads_with_the_same_values(trained):
+def test_resolved_config_reloads_with_the_same_values(trained, small_cnn_yaml):
     run_dir, _ = trained
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["train"]["epochs"] == 2 and saved["data"]["max_train_samples"] == 2000
     assert saved["optimizer"]["schedule"]["type"] == "constant"           # defaults are written out
     again = runs.load_config(run_dir).config
-    assert again == schema_lib.Config.model_validate(yaml.safe_load(MNIST_CNN))
+    assert again == schema_lib.Config.model_validate(yaml.safe_load(small_cnn_yaml))
 
 
 def test_eval_reports_the_accuracy_training_reported(trained):
@@ -114,7 +91,7 @@ def test_eval_reports_the_accuracy_training_reported(trained):
 
 def test_predict_images_of_any_size_and_mode(trained, tmp_path):
     run_dir, _ = trained
-    data = np.load(Path(__file__).resolve().parents[1] / "cnnctl" / "data" / "fashion_mnist_small.npz")
+    data = np.load(Path(__file__).resolve().parents[2] / "cnnctl" / "data" / "fashion_mnist_small.npz")
     x, y = data["x_test"][:4], data["y_test"][:4]
     paths = []
     for i, (img, label) in enumerate(zip(x, y)):
@@ -138,18 +115,18 @@ def test_predict_images_of_any_size_and_mode(trained, tmp_path):
     assert (tmp_path / "plot.png").stat().st_size > 0
 
 
-def test_set_overrides_are_validated_and_recorded(tmp_path):
+def test_set_overrides_are_validated_and_recorded(tmp_path, small_cnn_yaml):
     cfg = tmp_path / "small.yaml"
-    cfg.write_text(MNIST_CNN)
+    cfg.write_text(small_cnn_yaml)
     bad = CliRunner().invoke(app, ["train", str(cfg), "--set", "train.epochs=0"])
     assert bad.exit_code == 2
     assert "train.epochs: must be > 0 (got 0)" in bad.output
     assert not (tmp_path / "runs").exists()
 
 
-def test_model_and_data_that_do_not_fit_is_a_clear_error(tmp_path):
+def test_model_and_data_that_do_not_fit_is_a_clear_error(tmp_path, small_cnn_yaml):
     cfg = tmp_path / "five.yaml"
-    cfg.write_text(MNIST_CNN.replace("units: 10", "units: 5"))
+    cfg.write_text(small_cnn_yaml.replace("units: 10", "units: 5"))
     result = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 2
     assert "the model outputs 5 values but the data has 10 classes" in result.output
@@ -157,12 +134,12 @@ def test_model_and_data_that_do_not_fit_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_subprocess_trains_with_augmentation_and_schedule(tmp_path):
+def test_cli_subprocess_trains_with_augmentation_and_schedule(tmp_path, small_cnn_yaml):
     """A real `cnnctl train` process with in-model augmentation, a cosine schedule, one-hot labels
     and label smoothing; then the saved model still loads in safe mode."""
     cfg = tmp_path / "aug.yaml"
-    text = MNIST_CNN.replace("loss: sparse_categorical_crossentropy",
-                             "loss: {name: categorical_crossentropy, label_smoothing: 0.1}")
+    text = small_cnn_yaml.replace("loss: sparse_categorical_crossentropy",
+                                  "loss: {name: categorical_crossentropy, label_smoothing: 0.1}")
     text = text.replace("optimizer: {name: adam, learning_rate: 0.002}",
                         "optimizer: {name: sgd, learning_rate: 0.05, momentum: 0.9, nesterov: true,"
                         " schedule: {type: cosine, warmup_epochs: 0.5}}")

@@ -112,3 +112,15 @@ def test_schedules_survive_serialization():
     for step in (0, 9, 10, 25):
         assert lr_at(again, step) == pytest.approx(lr_at(sched, step))
     assert math.isclose(lr_at(again, 25), 0.1 * 0.1 ** 1, rel_tol=1e-5)  # staircase: 15 steps = 1 decay
+
+
+def test_reference_batch_size_scales_the_learning_rates():
+    spec = schema_lib.OptimizerConfig.model_validate(
+        {"name": "sgd", "learning_rate": 0.1, "reference_batch_size": 256,
+         "schedule": {"type": "cosine", "min_learning_rate": 0.01}})
+    opt = optim.optimizer(spec, steps_per_epoch=10, epochs=2, batch_size=1024)
+    schedule = opt.learning_rate if callable(opt.learning_rate) else opt._learning_rate
+    assert float(schedule(0)) == pytest.approx(0.4)
+    assert float(schedule(20)) == pytest.approx(0.04)  # the floor is scaled too
+    unscaled = optim.optimizer(spec.model_copy(update={"reference_batch_size": None}), 10, 2, 1024)
+    assert float(unscaled._learning_rate(0)) == pytest.approx(0.1)

@@ -1,41 +1,23 @@
-"""evaluate.py against Keras's own model.evaluate on real Fashion-MNIST images."""
+"""cnnctl.use.evaluate against Keras's own model.evaluate on real Fashion-MNIST images; its
+report, text and files counted by hand."""
 
 from __future__ import annotations
 
-import gzip
 import json
-import shutil
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from cnnctl.use import evaluate as ev
-from cnnctl.use import trained
-from conftest import SHARED_DATA
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError
 
-DATA = Path(SHARED_DATA) / "fashion-mnist"
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
            "Bag", "Ankle boot"]
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"needs {DATA}")
-
-
-def read_idx(path: Path, header: int, magic: int) -> np.ndarray:
-    """An IDX file's payload: a 16-byte header for images, 8 bytes for labels, big-endian."""
-    raw = gzip.decompress(path.read_bytes())
-    assert int.from_bytes(raw[:4], "big") == magic, f"{path} is not an IDX file"
-    return np.frombuffer(raw, dtype=np.uint8, offset=header)
-
-
-def fashion_mnist(split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
-    images = read_idx(DATA / f"{split}-images-idx3-ubyte.gz", 16, 2051).reshape(-1, 28, 28, 1)
-    labels = read_idx(DATA / f"{split}-labels-idx1-ubyte.gz", 8, 2049)
-    return images[:count], labels[:count].astype(np.int64)
+# every test is skipped without the real IDX files (../shared/data/fashion-mnist)
+pytestmark = pytest.mark.usefixtures("fashion_mnist_idx")
 
 
 def batches(images, labels, batch_size=64, shuffle=False):
@@ -47,46 +29,29 @@ def batches(images, labels, batch_size=64, shuffle=False):
     return data.batch(batch_size)
 
 
-def tiny_cnn(units: int, activation: str) -> keras.Model:
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Rescaling(1 / 255),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(units, activation=activation),
-    ])
+@pytest.fixture(scope="module")
+def data(fashion_mnist_arrays):
+    """(x, y) of the first 2,000 training and the first 500 test images."""
+    return fashion_mnist_arrays
 
 
 @pytest.fixture(scope="module")
-def data():
-    train = fashion_mnist("train", 2000)
-    test = fashion_mnist("t10k", 500)
-    return train, test
+def model(fashion_mnist_cnn):
+    """A small CNN trained one epoch on `data`'s training images."""
+    return fashion_mnist_cnn
 
 
 @pytest.fixture(scope="module")
-def model(data):
-    (x, y), _ = data
-    keras.utils.set_random_seed(0)
-    model = tiny_cnn(10, "softmax")
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
-    return model
-
-
-@pytest.fixture(scope="module")
-def binary(data):
+def binary(data, fashion_mnist_idx, tiny_cnn):
     """A 1-unit sigmoid model telling T-shirts (0) from shirts (6): hard enough to make mistakes."""
     keras.utils.set_random_seed(0)
-    x, y = fashion_mnist("train", 8000)
+    x, y = fashion_mnist_idx("train", 8000)
     keep = np.isin(y, [0, 6])
     model = tiny_cnn(1, "sigmoid")
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy",
                   metrics=["accuracy"])
     model.fit(x[keep], (y[keep] == 6).astype(np.float32), batch_size=32, epochs=1, verbose=0)
-    tx, ty = fashion_mnist("t10k", 1500)
+    tx, ty = fashion_mnist_idx("t10k", 1500)
     keep = np.isin(ty, [0, 6])
     return model, tx[keep], (ty[keep] == 6).astype(np.float32)[:, None]
 
@@ -107,6 +72,7 @@ def check_counts(report: dict, labels: np.ndarray, num_classes: int) -> None:
 
 
 # --- evaluate against model.evaluate -----------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_sparse_labels_match_model_evaluate(model, data):
@@ -184,6 +150,7 @@ def test_class_names_must_fit_the_model(model, data):
 
 
 # --- counting by hand --------------------------------------------------------------------------
+
 
 def hand_made() -> dict:
     """Six images of three classes; predicted 0 0 1 | 1 1 | 0."""
@@ -269,129 +236,3 @@ def test_write_report_writes_json_and_png(tmp_path):
         assert png.format == "PNG"
         assert 300 <= png.width <= 3000 and 300 <= png.height <= 3000
         assert np.asarray(png.convert("L")).std() > 0
-
-
-# --- loading models ------------------------------------------------------------------------------
-
-def small_model() -> keras.Model:
-    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
-
-
-def test_load_model_from_run_directory_and_file(tmp_path, model, data):
-    _, (x, _) = data
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    model.save(run / "checkpoints" / "best.keras")
-    small_model().save(run / "checkpoints" / "last.keras")
-    loaded = trained.load_model(run)
-    np.testing.assert_allclose(loaded.predict(x[:20], verbose=0), model.predict(x[:20], verbose=0),
-                               atol=1e-6)
-    assert trained.load_model(run / "checkpoints" / "last.keras").output_shape == (None, 3)
-    # Without best.keras a run falls back to last.keras.
-    (run / "checkpoints" / "best.keras").unlink()
-    assert trained.load_model(run).output_shape == (None, 3)
-
-
-def test_load_model_errors(tmp_path):
-    missing = tmp_path / "nothing"
-    with pytest.raises(CnnctlError) as e:
-        trained.load_model(missing)
-    assert str(e.value) == (f"no model at {missing}: no such file or directory; pass a run "
-                            "directory or a .keras file")
-
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    with pytest.raises(CnnctlError) as e:
-        trained.load_model(run)
-    assert str(e.value) == (f"no checkpoint in {run}/checkpoints: the run did not finish an "
-                            "epoch; train again or pass a .keras file")
-
-    text = tmp_path / "x.keras"
-    text.write_text("not a model\n")
-    with pytest.raises(CnnctlError) as e:
-        trained.load_model(text)
-    assert str(e.value) == (f"{text} is not a Keras model file (.keras zip); pass a .keras file "
-                            "saved by cnnctl or keras")
-
-    good = tmp_path / "good.keras"
-    small_model().save(good)
-    truncated = tmp_path / "truncated.keras"
-    truncated.write_bytes(good.read_bytes()[:-100])
-    with pytest.raises(CnnctlError) as e:
-        trained.load_model(truncated)
-    assert str(e.value) == (f"{truncated} is corrupt: the .keras zip is truncated; use another "
-                            "checkpoint or train again")
-
-    # Damaged bytes inside an otherwise whole zip fail Keras's read, not our zip check.
-    damaged = tmp_path / "damaged.keras"
-    raw = bytearray(good.read_bytes())
-    middle = len(raw) // 2
-    raw[middle:middle + 64] = bytes(b ^ 0xFF for b in raw[middle:middle + 64])
-    damaged.write_bytes(bytes(raw))
-    with pytest.raises(CnnctlError, match=r"damaged\.keras is corrupt \("):
-        trained.load_model(damaged)
-
-
-def test_load_model_empty_file_and_unknown_layer(tmp_path):
-    empty = tmp_path / "empty.keras"
-    empty.write_bytes(b"")
-    with pytest.raises(CnnctlError) as e:
-        trained.load_model(empty)
-    assert str(e.value) == (f"{empty} is empty (corrupt): the save was interrupted; use another "
-                            "checkpoint or train again")
-
-    good = tmp_path / "good.keras"
-    small_model().save(good)
-    unknown = tmp_path / "unknown.keras"
-    with zipfile.ZipFile(good) as source, zipfile.ZipFile(unknown, "w") as target:
-        for info in source.infolist():
-            data = source.read(info)
-            if info.filename == "config.json":
-                data = data.replace(b'"class_name": "Dense"', b'"class_name": "FancyDense"')
-            target.writestr(info, data)
-    with pytest.raises(CnnctlError) as e:
-        trained.load_model(unknown)
-    assert str(e.value).startswith(f"cannot load {unknown}: ")
-    assert "FancyDense" in str(e.value)
-    assert str(e.value).endswith("; it may use custom layers cnnctl does not know, or come from "
-                                 "another Keras version")
-
-    zipped_text = tmp_path / "notes.keras"
-    with zipfile.ZipFile(zipped_text, "w") as archive:
-        archive.writestr("notes.txt", "hello")
-    with pytest.raises(CnnctlError) as e:
-        trained.load_model(zipped_text)
-    assert str(e.value) == (f"{zipped_text} is not a Keras model file (.keras zip): it has no "
-                            "config.json; pass a .keras file saved by cnnctl or keras")
-
-
-def test_load_model_refuses_lambda_layers(tmp_path):
-    path = tmp_path / "lambda.keras"
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda t: t * 2),
-                              keras.layers.Dense(2)])
-    model.save(path)
-    with pytest.raises(CnnctlError) as e:
-        trained.load_model(path)
-    assert str(e.value) == (f"refused to load {path}: it contains Python code (Lambda layer) "
-                            "that safe mode will not run; only load models you trust, and "
-                            "rebuild this one without Lambda layers or lambdas")
-
-
-def test_class_names_for(tmp_path):
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    checkpoint = run / "checkpoints" / "best.keras"
-    assert trained.class_names_for(run) is None
-    assert trained.class_names_for(checkpoint) is None
-    (run / "class_names.json").write_text(json.dumps(["cat", "dog"]))
-    assert trained.class_names_for(run) == ["cat", "dog"]
-    assert trained.class_names_for(checkpoint) == ["cat", "dog"]
-    exported = tmp_path / "export" / "model.keras"
-    exported.parent.mkdir()
-    shutil.copy(run / "class_names.json", exported.parent / "class_names.json")
-    assert trained.class_names_for(exported) == ["cat", "dog"]
-    (run / "class_names.json").write_text('{"cat": 0}')
-    with pytest.raises(CnnctlError) as e:
-        trained.class_names_for(run)
-    assert str(e.value) == (f"{run}/class_names.json is not a JSON list of strings; fix it or "
-                            "delete it and pass the class names another way")

@@ -4,32 +4,15 @@ corner ("square"), half without ("empty"); a network trained on it must look at 
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cnnctl.config import load as config_lib
 from cnnctl.use import explain
 from cnnctl.use import trained as trained_lib
-from cnnctl.train import fit as train_lib
 from cnnctl.errors import CnnctlError
 
-CONFIG = """
-model:
-  name: corners
-  input_shape: [16, 16, 1]
-  layers:
-    - {type: conv2d, name: conv1, filters: 8, kernel_size: 3, padding: same, activation: relu}
-    - {type: conv2d, name: conv2, filters: 16, kernel_size: 3, padding: same, activation: relu}
-    - {type: global_avg_pool2d}
-    - {type: dense, units: 2, activation: softmax}
-data: {source: npz, path: DATA}
-optimizer: {name: adam, learning_rate: 0.01}
-loss: sparse_categorical_crossentropy
-train: {epochs: 4, batch_size: 32, seed: 0, tensorboard: false}
-"""
 CORNERS = ((0, 0), (0, 11), (11, 0), (11, 11))  # top-left of the 5x5 square
 
 
@@ -46,15 +29,24 @@ def corner_images(n: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, cnn_yaml, train_yaml):
     root = tmp_path_factory.mktemp("corners")
     rng = np.random.default_rng(0)
     (x, y, _), (xt, yt, where) = corner_images(768, rng), corner_images(64, rng)
     np.savez(root / "corners.npz", x_train=x, y_train=y, x_test=xt, y_test=yt,
              class_names=np.array(["square", "empty"]))
-    config = root / "corners.yaml"
-    config.write_text(CONFIG.replace("DATA", str(root / "corners.npz")))
-    result = train_lib.train(config_lib.load(config), root / "run", verbose=0)
+    config = cnn_yaml(
+        name="corners", input_shape="[16, 16, 1]",
+        layers=["{type: conv2d, name: conv1, filters: 8, kernel_size: 3, padding: same, "
+                "activation: relu}",
+                "{type: conv2d, name: conv2, filters: 16, kernel_size: 3, padding: same, "
+                "activation: relu}",
+                "{type: global_avg_pool2d}",
+                "{type: dense, units: 2, activation: softmax}"],
+        data="{source: npz, path: DATA}", optimizer="{name: adam, learning_rate: 0.01}",
+        train="{epochs: 4, batch_size: 32, seed: 0, tensorboard: false}")
+    result = train_yaml(config.replace("DATA", str(root / "corners.npz")), root / "corners.yaml",
+                        root / "run")
     assert result["metrics"]["test"]["accuracy"] > 0.95, "the network must learn the task"
     return root / "run", xt.astype(np.float32), where
 

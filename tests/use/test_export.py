@@ -9,38 +9,27 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cnnctl.config import load as config_lib
 from cnnctl.use import export
-from cnnctl.train import fit as train_lib
 from cnnctl.cli import app
 from cnnctl.errors import CnnctlError
-from conftest import write_colour_npz
-
-CONFIG = """
-model:
-  name: exported
-  input_shape: [16, 16, 3]
-  layers:
-    - {type: conv2d, filters: 8, kernel_size: 3, activation: relu}
-    - {type: max_pool2d, pool_size: 2}
-    - {type: batch_norm}
-    - {type: flatten}
-    - {type: dense, units: 3, activation: softmax}
-data: {source: npz, path: DATA, preprocessing: {normalize: {mean: [0.5], std: [0.25]}}}
-optimizer: {name: adam, learning_rate: 0.01}
-loss: sparse_categorical_crossentropy
-train: {epochs: 2, batch_size: 32, seed: 0, tensorboard: false}
-"""
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
+def run(tmp_path_factory, cnn_yaml, train_yaml, colour_npz) -> Path:
     """A model whose classes are the dominant colour channel of noisy images."""
     root = tmp_path_factory.mktemp("export")
-    write_colour_npz(root / "colours.npz", 384, 96)
-    config = root / "exported.yaml"
-    config.write_text(CONFIG.replace("DATA", str(root / "colours.npz")))
-    result = train_lib.train(config_lib.load(config), root / "run", verbose=0)
+    colour_npz(root / "colours.npz", 384, 96)
+    config = cnn_yaml(
+        name="exported", input_shape="[16, 16, 3]",
+        layers=["{type: conv2d, filters: 8, kernel_size: 3, activation: relu}",
+                "{type: max_pool2d, pool_size: 2}",
+                "{type: batch_norm}",
+                "{type: flatten}",
+                "{type: dense, units: 3, activation: softmax}"],
+        data="{source: npz, path: DATA, preprocessing: {normalize: {mean: [0.5], std: [0.25]}}}",
+        optimizer="{name: adam, learning_rate: 0.01}",
+        train="{epochs: 2, batch_size: 32, seed: 0, tensorboard: false}")
+    config = config.replace("DATA", str(root / "colours.npz"))
+    result = train_yaml(config, root / "exported.yaml", root / "run")
     assert result["metrics"]["test"]["accuracy"] > 0.9
     return root / "run"
 
@@ -89,17 +78,13 @@ def test_export_command_and_its_errors(run, tmp_path):
 
 
 @pytest.mark.slow
-def test_export_through_the_executable_prints_only_its_own_lines(run, tmp_path):
+def test_export_through_the_executable_prints_only_its_own_lines(run, tmp_path, console_script):
     """The LiteRT converter's and XNNPACK's INFO lines, tf.lite.Interpreter's deprecation
     notice and NumPy FutureWarnings stay off the terminal; what is left is cnnctl's."""
     import subprocess
-    import sys
 
-    script = Path(sys.executable).parent / "cnnctl"
-    if not script.is_file():
-        pytest.skip(f"no installed cnnctl script beside {sys.executable}")
-    done = subprocess.run([str(script), "export", str(run), "--format", "tflite", "--quantize",
-                           "int8", "--out", str(tmp_path / "m.tflite")],
+    done = subprocess.run([str(console_script), "export", str(run), "--format", "tflite",
+                           "--quantize", "int8", "--out", str(tmp_path / "m.tflite")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""

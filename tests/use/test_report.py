@@ -4,7 +4,6 @@ Chromium without console errors."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import re
 import shutil
@@ -23,29 +22,11 @@ from cnnctl.train import fit as train_lib
 from cnnctl.cli import app
 from cnnctl.errors import CnnctlError
 
-CONFIG = """
-model:
-  name: reported
-  input_shape: [28, 28, 1]
-  layers:
-    - {type: conv2d, filters: 8, kernel_size: 3, activation: relu}
-    - {type: max_pool2d, pool_size: 2}
-    - {type: flatten}
-    - {type: dense, units: 10, activation: softmax}
-data: {source: npz, path: "cnnctl://fashion_mnist_small.npz", max_train_samples: 512, max_test_samples: 200, validation_split: 0.2}
-optimizer: {name: adam, learning_rate: 0.003}
-loss: categorical_crossentropy
-train: {epochs: 2, batch_size: 64, seed: 1, tensorboard: false}
-"""
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("report")
-    config = root / "reported.yaml"
-    config.write_text(CONFIG)
-    train_lib.train(config_lib.load(config), root / "run", verbose=0)
-    return root / "run"
+def run(fashion_mnist_run) -> Path:
+    """conftest's finished run `reported` (2 epochs on 512 shipped Fashion-MNIST images, its
+    200 first test images, written by reported.yaml)."""
+    return fashion_mnist_run
 
 
 def embedded(text: str) -> list[Image.Image]:
@@ -81,20 +62,15 @@ def test_report_is_one_file_with_every_section_and_decodable_images(run, tmp_pat
 
 
 @pytest.mark.slow
-def test_report_of_image_files_names_them_and_says_how_many_of_the_split(cifar_folders, tmp_path):
+def test_report_of_image_files_names_them_and_says_how_many_of_the_split(cifar_folders, tmp_path,
+                                                                         colour_cnn_yaml):
     config = tmp_path / "folders.yaml"
-    config.write_text(f"""
-model:
-  name: folders
-  input_shape: [32, 32, 3]
-  layers:
-    - {{type: conv2d, filters: 4, kernel_size: 3, activation: relu}}
-    - {{type: global_avg_pool2d}}
-    - {{type: dense, units: 3, activation: softmax}}
-data: {{source: folder, train_dir: "{cifar_folders / 'train'}", test_dir: "{cifar_folders / 'test'}"}}
-loss: categorical_crossentropy
-train: {{epochs: 1, batch_size: 30, seed: 1, tensorboard: false}}
-""")
+    config.write_text(colour_cnn_yaml(
+        name="folders", input_shape="[32, 32, 3]",
+        data=f"{{source: folder, train_dir: \"{cifar_folders / 'train'}\", "
+             f"test_dir: \"{cifar_folders / 'test'}\"}}",
+        optimizer=None, loss="categorical_crossentropy",
+        train="{epochs: 1, batch_size: 30, seed: 1, tensorboard: false}"))
     train_lib.train(config_lib.load(config, ["train.seed=2"]), tmp_path / "run", verbose=0)
     own = (tmp_path / "run" / "source_config.yaml").read_text()
     assert own.startswith(f"# {config}, as written; run with --set train.seed=2 (the resolved")
@@ -138,35 +114,3 @@ def test_report_opens_in_headless_chromium(run, tmp_path):
     assert image.size == (1200, 3000)
     pixels = np.asarray(image.convert("L"))
     assert pixels.std() > 10  # a page was drawn, not a blank screen
-
-
-@pytest.mark.optional
-@pytest.mark.slow
-def test_visualize_filters_feature_maps_and_diagram(run, tmp_path):
-    from cnnctl.use import visualize
-
-    model = trained.load_model(run)
-    image = np.load(Path(__file__).resolve().parents[1] / "cnnctl" / "data" /
-                    "fashion_mnist_small.npz")["x_test"][0]
-    Image.fromarray(image).save(tmp_path / "shirt.png")
-    maps = visualize.feature_maps(model, image[..., None].astype(np.float32))
-    conv = model.layers[-1].layers[0]
-    want = np.asarray(conv(image[None, ..., None].astype(np.float32) / 255))[0]
-    assert list(maps) == [conv.name] and maps[conv.name].shape == (26, 26, 8)
-    np.testing.assert_allclose(maps[conv.name], want, rtol=1e-5, atol=1e-6)
-
-    result = CliRunner().invoke(app, ["visualize", str(run), "--image", str(tmp_path / "shirt.png"),
-                                      "--out", str(tmp_path / "vis")])
-    assert result.exit_code == 0, result.output
-    names = {p.name for p in (tmp_path / "vis").iterdir()}
-    assert {"filters.png", f"featuremaps_{conv.name}.png"} <= names
-    if shutil.which("dot") and importlib.util.find_spec("pydot"):
-        assert "model.png" in names
-    else:
-        assert "no model diagram" in result.output
-    for name in names:
-        Image.open(tmp_path / "vis" / name).load()
-    bad = CliRunner().invoke(app, ["visualize", str(run), "--image", str(tmp_path / "nope.png"),
-                                   "--out", str(tmp_path / "bad")])
-    assert bad.exit_code == 2 and "--image" in bad.output and "file not found" in bad.output
-    assert not (tmp_path / "bad").exists()  # bad input writes nothing

@@ -1,7 +1,7 @@
 """One image, one set of pixels, one answer in every command: a model trained on grey images
 (data.color_mode: grayscale, repeated into 3 channels) whose test folder holds RGB, palette and
 grey PNGs gives the same probabilities for each file in `predict`, `eval`, `report` and the
-samples of `export`'s parity check (predict, explain and visualize: tests/test_trained.py)."""
+samples of `export`'s parity check (predict, explain and visualize: tests/use/test_trained.py)."""
 
 from __future__ import annotations
 

@@ -1,45 +1,38 @@
-"""One way to open a trained run: predict, explain and visualize read an image with the same
-size and colour mode, so a model trained on grey images (repeated into 3 channels) sees the same
-pixels, and gives the same answer, in each of them, whatever the file's own mode."""
+"""cnnctl.use.trained, one way to open a trained run: predict, explain and visualize read an
+image with the same size and colour mode, so a model trained on grey images (repeated into 3
+channels) sees the same pixels, and gives the same answer, in each of them, whatever the file's
+own mode; `load_model` (safe mode, and a clear line for every broken file) and the class names
+beside a model."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cnnctl.config import load as config_lib
 from cnnctl.use import explain
 from cnnctl.use import predict
 from cnnctl.use import trained
 from cnnctl.use import visualize
-from cnnctl.train import fit as train_lib
-
-from conftest import write_colour_npz
-
-CONFIG = """
-model:
-  name: grey
-  input_shape: [16, 16, 3]
-  layers:
-    - {type: conv2d, name: conv, filters: 4, kernel_size: 3, activation: relu}
-    - {type: global_avg_pool2d}
-    - {type: dense, units: 3, activation: softmax}
-data: {source: npz, path: DATA, color_mode: grayscale}
-loss: sparse_categorical_crossentropy
-train: {epochs: 1, batch_size: 32, seed: 0, tensorboard: false}
-"""
-
+from cnnctl.backend import keras
+from cnnctl.errors import CnnctlError
 
 @pytest.fixture(scope="module")
-def grey_run(tmp_path_factory) -> Path:
+def grey_run(tmp_path_factory, colour_cnn_yaml, train_yaml, colour_npz) -> Path:
+    """One epoch on coloured noise read as grey (data.color_mode: grayscale), repeated into the
+    model's 3 channels."""
     root = tmp_path_factory.mktemp("grey")
-    write_colour_npz(root / "colours.npz", 96, 12)
-    config = root / "grey.yaml"
-    config.write_text(CONFIG.replace("DATA", str(root / "colours.npz")))
-    train_lib.train(config_lib.load(config), root / "run", verbose=0)
+    colour_npz(root / "colours.npz", 96, 12)
+    config = colour_cnn_yaml(
+        name="grey", data="{source: npz, path: DATA, color_mode: grayscale}", optimizer=None,
+        layers=["{type: conv2d, name: conv, filters: 4, kernel_size: 3, activation: relu}",
+                "{type: global_avg_pool2d}", "{type: dense, units: 3, activation: softmax}"])
+    train_yaml(config.replace("DATA", str(root / "colours.npz")), root / "grey.yaml", root / "run")
     return root / "run"
 
 
@@ -94,3 +87,128 @@ def test_open_model_of_a_keras_file_in_a_run_finds_the_run(grey_run):
     opened = trained.open_model(grey_run / "checkpoints" / "best.keras")
     assert opened.run_dir == grey_run and opened.color_mode == "grayscale"
     assert trained.run_dir_of(grey_run.parent) is None
+
+
+# --------------------------------------------------------------------------- load_model, class names
+def small_model() -> keras.Model:
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+
+
+def test_load_model_from_run_directory_and_file(tmp_path, fashion_mnist_cnn, fashion_mnist_arrays):
+    model, (_, (x, _)) = fashion_mnist_cnn, fashion_mnist_arrays
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    model.save(run / "checkpoints" / "best.keras")
+    small_model().save(run / "checkpoints" / "last.keras")
+    loaded = trained.load_model(run)
+    np.testing.assert_allclose(loaded.predict(x[:20], verbose=0), model.predict(x[:20], verbose=0),
+                               atol=1e-6)
+    assert trained.load_model(run / "checkpoints" / "last.keras").output_shape == (None, 3)
+    # Without best.keras a run falls back to last.keras.
+    (run / "checkpoints" / "best.keras").unlink()
+    assert trained.load_model(run).output_shape == (None, 3)
+
+
+def test_load_model_errors(tmp_path):
+    missing = tmp_path / "nothing"
+    with pytest.raises(CnnctlError) as e:
+        trained.load_model(missing)
+    assert str(e.value) == (f"no model at {missing}: no such file or directory; pass a run "
+                            "directory or a .keras file")
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CnnctlError) as e:
+        trained.load_model(run)
+    assert str(e.value) == (f"no checkpoint in {run}/checkpoints: the run did not finish an "
+                            "epoch; train again or pass a .keras file")
+
+    text = tmp_path / "x.keras"
+    text.write_text("not a model\n")
+    with pytest.raises(CnnctlError) as e:
+        trained.load_model(text)
+    assert str(e.value) == (f"{text} is not a Keras model file (.keras zip); pass a .keras file "
+                            "saved by cnnctl or keras")
+
+    good = tmp_path / "good.keras"
+    small_model().save(good)
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(CnnctlError) as e:
+        trained.load_model(truncated)
+    assert str(e.value) == (f"{truncated} is corrupt: the .keras zip is truncated; use another "
+                            "checkpoint or train again")
+
+    # Damaged bytes inside an otherwise whole zip fail Keras's read, not our zip check.
+    damaged = tmp_path / "damaged.keras"
+    raw = bytearray(good.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 64] = bytes(b ^ 0xFF for b in raw[middle:middle + 64])
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(CnnctlError, match=r"damaged\.keras is corrupt \("):
+        trained.load_model(damaged)
+
+
+def test_load_model_empty_file_and_unknown_layer(tmp_path):
+    empty = tmp_path / "empty.keras"
+    empty.write_bytes(b"")
+    with pytest.raises(CnnctlError) as e:
+        trained.load_model(empty)
+    assert str(e.value) == (f"{empty} is empty (corrupt): the save was interrupted; use another "
+                            "checkpoint or train again")
+
+    good = tmp_path / "good.keras"
+    small_model().save(good)
+    unknown = tmp_path / "unknown.keras"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(unknown, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "config.json":
+                data = data.replace(b'"class_name": "Dense"', b'"class_name": "FancyDense"')
+            target.writestr(info, data)
+    with pytest.raises(CnnctlError) as e:
+        trained.load_model(unknown)
+    assert str(e.value).startswith(f"cannot load {unknown}: ")
+    assert "FancyDense" in str(e.value)
+    assert str(e.value).endswith("; it may use custom layers cnnctl does not know, or come from "
+                                 "another Keras version")
+
+    zipped_text = tmp_path / "notes.keras"
+    with zipfile.ZipFile(zipped_text, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(CnnctlError) as e:
+        trained.load_model(zipped_text)
+    assert str(e.value) == (f"{zipped_text} is not a Keras model file (.keras zip): it has no "
+                            "config.json; pass a .keras file saved by cnnctl or keras")
+
+
+def test_load_model_refuses_lambda_layers(tmp_path):
+    path = tmp_path / "lambda.keras"
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda t: t * 2),
+                              keras.layers.Dense(2)])
+    model.save(path)
+    with pytest.raises(CnnctlError) as e:
+        trained.load_model(path)
+    assert str(e.value) == (f"refused to load {path}: it contains Python code (Lambda layer) "
+                            "that safe mode will not run; only load models you trust, and "
+                            "rebuild this one without Lambda layers or lambdas")
+
+
+def test_class_names_for(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    checkpoint = run / "checkpoints" / "best.keras"
+    assert trained.class_names_for(run) is None
+    assert trained.class_names_for(checkpoint) is None
+    (run / "class_names.json").write_text(json.dumps(["cat", "dog"]))
+    assert trained.class_names_for(run) == ["cat", "dog"]
+    assert trained.class_names_for(checkpoint) == ["cat", "dog"]
+    exported = tmp_path / "export" / "model.keras"
+    exported.parent.mkdir()
+    shutil.copy(run / "class_names.json", exported.parent / "class_names.json")
+    assert trained.class_names_for(exported) == ["cat", "dog"]
+    (run / "class_names.json").write_text('{"cat": 0}')
+    with pytest.raises(CnnctlError) as e:
+        trained.class_names_for(run)
+    assert str(e.value) == (f"{run}/class_names.json is not a JSON list of strings; fix it or "
+                            "delete it and pass the class names another way")
