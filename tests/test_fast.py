@@ -124,6 +124,28 @@ def test_the_same_yaml_trains_on_each_backend_without_tensorflow(
 
 
 @pytest.mark.optional
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_predict_needs_no_tensorflow(backend, tmp_path, without_tensorflow):
+    """`predict` on a JAX- or PyTorch-only machine reads the images with PIL and gives the
+    probabilities the TensorFlow backend gave (a run written by 0.1.0, images of its size)."""
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (.ci/run installs it)")
+    fixture = ROOT / "tests" / "fixtures" / "run_0.1.0"
+    done = subprocess.run([sys.executable, "-S", "-m", "cnnctl", "predict", "finished", "images",
+                           "--json", "--top-k", "10"], cwd=fixture,
+                          env={**without_tensorflow, "KERAS_BACKEND": backend},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    now = json.loads(done.stdout)
+    then = json.loads((fixture / "predictions.json").read_text())
+    for new_row, old_row in zip(now, then, strict=True):
+        assert new_row["path"] == old_row["path"]
+        probs = {t["label"]: t["prob"] for t in new_row["top"]}
+        assert [probs[t["label"]] for t in old_row["top"]] == pytest.approx(
+            [t["prob"] for t in old_row["top"]], abs=1e-5)
+
+
+@pytest.mark.optional
 def test_check_and_help_never_import_tensorflow():
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     for args in (["--help"], ["check", str(ROOT / "configs" / "mnist.yaml")]):
