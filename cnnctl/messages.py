@@ -33,6 +33,11 @@ class TerminalHandler(logging.Handler):
         stream.flush()
 
 
+def showing() -> bool:
+    """Whether messages reach the terminal (the CLI called `to_terminal`)."""
+    return any(isinstance(h, TerminalHandler) for h in LOGGER.handlers)
+
+
 def to_terminal() -> None:
     """Show cnnctl's messages on the terminal: what the CLI does before each command."""
     LOGGER.handlers[:] = [TerminalHandler()]
@@ -48,14 +53,17 @@ class FileCheckProgress:
     QUIET_UNDER = 2000
 
     def __init__(self, stream=None):
-        self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty()
+        self.given = stream  # None: stdout, and only where the CLI shows messages (`to_terminal`)
         self.shown: dict[str, int] = {}
         self.start: dict[str, float] = {}
 
     def __call__(self, split: str, done: int, total: int) -> None:
         if total < self.QUIET_UNDER:
             return
+        if self.given is None and not showing():
+            return  # cnnctl used as a library: silent, as `say` is
+        self.stream = self.given or sys.stdout
+        self.tty = self.stream.isatty()
         now = time.perf_counter()
         start = self.start.setdefault(split, now)
         tenth = done * 10 // total

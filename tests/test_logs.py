@@ -103,3 +103,14 @@ def test_nothing_below_the_cli_calls_print():
              for node in ast.walk(ast.parse(path.read_text()))
              if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"]
     assert calls == []
+
+
+def test_file_check_progress_shows_only_where_the_cli_shows_messages(capsys, monkeypatch):
+    """Below the CLI nothing prints: without a stream, the progress goes to stdout only once the
+    CLI has sent cnnctl's messages to the terminal (as a library, it is silent like `say`)."""
+    monkeypatch.setattr(messages.LOGGER, "handlers", [])
+    messages.FileCheckProgress()("train", 5000, 5000)
+    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(messages.LOGGER, "handlers", [messages.TerminalHandler()])
+    messages.FileCheckProgress()("train", 5000, 5000)
+    assert capsys.readouterr().out.startswith("checking train images: 5,000/5,000 files (")
