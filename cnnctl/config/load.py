@@ -95,7 +95,7 @@ def _apply_override(source: yaml_source.Source, item: str) -> None:
                               "train.epochs=1 or --set model.layers[0].filters=16")
         parts.append(match[1])
         parts.extend(int(index) for index in re.findall(r"\d+", match[2]))
-    value = _override_value(item, raw)
+    value = _override_value(item, raw, yaml_source.format_path(parts))
     node = source.data
     for depth, part in enumerate(parts):
         here, where = tuple(parts[:depth + 1]), yaml_source.format_path(parts[:depth]) or "the top level"
@@ -121,13 +121,15 @@ def _apply_override(source: yaml_source.Source, item: str) -> None:
 _OVERRIDE_PART = re.compile(r"([^.\[\]=\s]+)((?:\[\d+\])*)")
 
 
-def _override_value(item: str, raw: str) -> Any:
+def _override_value(item: str, raw: str, key: str = "") -> Any:
     """The value of `--set key=RAW`: RAW read as YAML, or the text itself where it is not YAML."""
     if not raw.strip():
         return None
     try:
         return yaml_source.parse(raw, "--set").data
     except ConfigError as e:
+        if any(i.message == yaml_source.DEPTH_MESSAGE for i in e.issues):  # the item is too long to repeat
+            raise ConfigError([ConfigIssue("--set", None, key, yaml_source.DEPTH_MESSAGE)]) from None
         if all(i.message.startswith(("YAML syntax error", "the file is empty")) for i in e.issues):
             return raw
         raise CnnctlError(f"--set {item!r}: {'; '.join(i.message for i in e.issues)}") from None

@@ -51,7 +51,7 @@ def _type(prop: dict) -> str:
     for key, sym in (("exclusiveMinimum", ">"), ("minimum", ">="), ("exclusiveMaximum", "<"),
                      ("maximum", "<=")):
         if key in prop:
-            kind += f" {sym} {prop[key]:g}"
+            kind += f" {sym} {_number(prop[key])}"
     if "pattern" in prop:
         kind += " (name)"
     return kind
@@ -123,6 +123,11 @@ def markdown() -> str:
         out.append(f"| `{tag}` | {', '.join(keys) or '-'} |")
     out += ["", END]
     return "\n".join(out)
+
+
+def _number(value) -> str:
+    """A bound as written in a config: 4294967295, not 4.29497e+09; 0.5 as 0.5."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
 
 
 if __name__ == "__main__":  # python -m cnnctl.config.reference > docs/...: a script of its own

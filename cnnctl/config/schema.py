@@ -3,13 +3,66 @@ augmentations as discriminated unions on `type` (loading: `cnnctl.config.load`).
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import (BeforeValidator, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+from pydantic import (AfterValidator, BeforeValidator, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                       ValidationInfo, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
 from cnnctl.config.layer_specs import NAME_PATTERN, LayerSpec, Strict
+
+# Upper bounds of the numbers in a config. Each is far above any real use and low enough that
+# what follows (NumPy/Keras seeding, int32 step counters, tensor sizes) does not overflow or
+# exhaust memory before the first step: a bad value is an error at its line, not a crash later.
+MAX_SEED = 2**32 - 1          # NumPy and Keras seeds are unsigned 32-bit
+MAX_EPOCHS = 1_000_000        # epochs * steps per epoch stays a countable int64 step
+MAX_BATCH = 1_000_000         # images per step
+MAX_COUNT = 2**31 - 1         # samples, buffer sizes, steps: TensorFlow's int32 counters
+MAX_SIZE = 65_536             # pixels per side, filters, units, kernel/pool windows, strides
+MAX_REPEAT = 10_000           # stacked copies of one layer
+MAX_STEPS_PER_EXECUTION = 1_000  # 2**31 - 1 hangs `fit` (tensorflow backend) before the first step
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+"""A float that is a number (not .inf or .nan)."""
+Count = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+Size = Annotated[int, Field(gt=0, le=MAX_SIZE)]
+
+# the numeric keys of a layer and their bounds (the layer schemas themselves give the lower ones)
+_LAYER_BOUNDS = {"filters": MAX_SIZE, "units": MAX_SIZE, "depth_multiplier": MAX_SIZE,
+                 "kernel_size": MAX_SIZE, "strides": MAX_SIZE, "pool_size": MAX_SIZE,
+                 "dilation_rate": MAX_SIZE, "size": MAX_SIZE, "padding": MAX_SIZE,
+                 "height": MAX_SIZE, "width": MAX_SIZE, "repeat": MAX_REPEAT}
+
+
+def _number_error(value: Any, limit: int) -> bool:
+    """Whether a layer value (a number, a pair or nested pairs of them) is over `limit` or not
+    a finite number."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value > limit
+    if isinstance(value, float):
+        return not math.isfinite(value) or value > limit
+    if isinstance(value, (list, tuple)):
+        return any(_number_error(v, limit) for v in value)
+    return False
+
+
+def bounded_layer(spec: Any) -> Any:
+    """A validated layer whose sizes are within the bounds above (Keras would try to allocate
+    them, or overflow, when the model is built)."""
+    for key, limit in _LAYER_BOUNDS.items():
+        if _number_error(getattr(spec, key, None), limit):
+            raise keyed_error(key, f"must be <= {limit} (got {getattr(spec, key)!r})")
+    for key, value in spec:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise keyed_error(key, f"must be a finite number (got {value!r})")
+    return spec
+
+
+BoundedLayer = Annotated[LayerSpec, AfterValidator(bounded_layer)]
+"""One item of `model.layers`: a layer spec within the size bounds."""
 
 
 # --------------------------------------------------------------------------- model
@@ -37,23 +90,32 @@ class Backbone(Strict):
 
 class ModelConfig(Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN)] = Field("model", description="Keras model name.")
-    input_shape: list[PositiveInt] = Field(min_length=1, max_length=3,
+    input_shape: list[Size] = Field(min_length=1, max_length=3,
                                            description="Height, width, channels.")
     backbone: Backbone | None = None
     blocks: dict[Annotated[str, Field(pattern=NAME_PATTERN)], BlockTemplate] = Field(
         default_factory=dict, description="Reusable layer groups with parameters (see below).")
-    layers: list[LayerSpec] = Field(default_factory=list, description="The network, in order "
-                                    "(see layer types below); after the backbone if there is one.")
+    layers: list[BoundedLayer] = Field(default_factory=list, description="The network, in order "
+                                       "(see layer types below); after the backbone if there is one.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _some_layers(cls, value: Any) -> Any:
+        # `layers: []` written out: a model of nothing, that Keras fails on only in training
+        if isinstance(value, dict) and value.get("layers") == [] and value.get("backbone") is None:
+            raise keyed_error("layers", "needs at least one layer (or a `backbone:`), e.g. "
+                                        "- {type: dense, units: 10, activation: softmax}")
+        return value
 
 
 # --------------------------------------------------------------------------- data
 class Normalize(Strict):
-    mean: list[float] = Field(min_length=1, description="Per channel, after rescale.")
-    std: list[PositiveFloat] = Field(min_length=1, description="Per channel, after rescale.")
+    mean: list[Finite] = Field(min_length=1, description="Per channel, after rescale.")
+    std: list[Annotated[PositiveFloat, Field(allow_inf_nan=False)]] = Field(min_length=1, description="Per channel, after rescale.")
 
 
 class Preprocessing(Strict):
-    rescale: float | None = Field(1 / 255, description="Multiply pixel values by this (null: keep 0-255).")
+    rescale: Finite | None = Field(1 / 255, description="Multiply pixel values by this (null: keep 0-255).")
     normalize: Normalize | None = Field(None, description="Then (x - mean) / std per channel.")
 
 
@@ -67,19 +129,19 @@ class DataConfig(Strict):
     val_dir: str | None = Field(None, description="folder: validation images, one subfolder per class.")
     test_dir: str | None = Field(None, description="folder: test images, one subfolder per class.")
     path: str | None = Field(None, description="npz: file with x_train, y_train, x_test, y_test.")
-    image_size: list[PositiveInt] | None = Field(None, min_length=2, max_length=2,
+    image_size: list[Size] | None = Field(None, min_length=2, max_length=2,
                                                  description="Height, width images are resized to.")
     color_mode: Literal["rgb", "grayscale"] | None = Field(
         None, description="Default: from the model's input channels (1 grayscale, 3 rgb).")
     validation_split: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of train held out "
                                     "for validation (seeded by train.seed).")
-    max_train_samples: PositiveInt | None = Field(None, description="Use only the first N train images.")
-    max_test_samples: PositiveInt | None = Field(None, description="Use only the first N test images.")
+    max_train_samples: Count | None = Field(None, description="Use only the first N train images.")
+    max_test_samples: Count | None = Field(None, description="Use only the first N test images.")
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     cache: bool = Field(True, description="Decode image files once, into memory, while checking "
                         "them before training (when they fit in 2 GiB of pixels); false: decode "
                         "them anew in every epoch.")
-    shuffle_buffer: PositiveInt = Field(10_000, description="Shuffle buffer of file-based sources.")
+    shuffle_buffer: Count = Field(10_000, description="Shuffle buffer of file-based sources.")
     on_device: bool | Literal["auto"] = Field(
         "auto", description="jax, torch backends: hold the in-memory data set on the accelerator "
         "and draw batches there, with no copy from the host per step; auto: when a GPU is "
@@ -111,7 +173,8 @@ def _range(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-Factor = Annotated[Union[NonNegativeFloat, tuple[float, float]], BeforeValidator(_range)]
+Factor = Annotated[Union[Annotated[NonNegativeFloat, Field(allow_inf_nan=False)], tuple[Finite, Finite]],
+                   BeforeValidator(_range)]
 FillMode = Literal["reflect", "wrap", "constant", "nearest"]
 
 
@@ -213,10 +276,10 @@ class RandomCrop(AugmentBase):
 
     type: Literal["random_crop"] = "random_crop"
     NEEDS = (("height",), ("width",))
-    height: PositiveInt | None = Field(
+    height: Size | None = Field(
         None, description="The padded height a random window of the image's height is cut "
         "from (at least the image height; e.g. 40 for a 32-pixel image padded by 4).")
-    width: PositiveInt | None = Field(
+    width: Size | None = Field(
         None, description="The padded width a random window of the image's width is cut from.")
     fill_mode: Literal["constant", "reflect"] | None = Field(
         None, description="How the padding is filled: constant (zeros, the default) or reflect.")
@@ -255,24 +318,24 @@ class AugmentationConfig(Strict):
 class Schedule(Strict):
     type: Literal["constant", "cosine", "exponential", "step", "one_cycle"] = Field(
         "constant", description="Learning rate per step; peaks at optimizer.learning_rate.")
-    warmup_epochs: NonNegativeFloat = Field(0.0, description="Linear warm-up from 0 (not one_cycle).")
+    warmup_epochs: float = Field(0.0, ge=0.0, le=MAX_EPOCHS, description="Linear warm-up from 0 (not one_cycle).")
     decay_rate: float = Field(0.1, gt=0.0, le=1.0, description="exponential, step: factor per decay.")
-    decay_epochs: PositiveFloat = Field(1.0, description="exponential, step: epochs per decay.")
-    min_learning_rate: NonNegativeFloat = Field(0.0, description="cosine, one_cycle: final rate.")
+    decay_epochs: float = Field(1.0, gt=0.0, le=MAX_EPOCHS, description="exponential, step: epochs per decay.")
+    min_learning_rate: float = Field(0.0, ge=0.0, allow_inf_nan=False, description="cosine, one_cycle: final rate.")
 
 
 class OptimizerConfig(Strict):
     name: Literal["adam", "adamw", "sgd", "rmsprop"] = Field(
         "adam", description="Keras optimizer; `optimizer: NAME` is short for `optimizer: {name: NAME}`.")
-    learning_rate: PositiveFloat = Field(0.001, description="Peak learning rate.")
+    learning_rate: float = Field(0.001, gt=0.0, allow_inf_nan=False, description="Peak learning rate.")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd, rmsprop.")
     nesterov: bool = Field(False, description="sgd: Nesterov momentum.")
-    weight_decay: NonNegativeFloat | None = Field(None, description="Decoupled weight decay "
+    weight_decay: Annotated[NonNegativeFloat, Field(allow_inf_nan=False)] | None = Field(None, description="Decoupled weight decay "
                                                   "(adamw default 0.004).")
-    clipnorm: PositiveFloat | None = Field(None, description="Clip each gradient to this norm.")
-    clipvalue: PositiveFloat | None = Field(None, description="Clip gradient values to +-this.")
+    clipnorm: Annotated[PositiveFloat, Field(allow_inf_nan=False)] | None = Field(None, description="Clip each gradient to this norm.")
+    clipvalue: Annotated[PositiveFloat, Field(allow_inf_nan=False)] | None = Field(None, description="Clip gradient values to +-this.")
     schedule: Schedule = Field(default_factory=Schedule)
-    reference_batch_size: PositiveInt | None = Field(
+    reference_batch_size: Annotated[int, Field(gt=0, le=MAX_BATCH)] | None = Field(
         None, description="Scale the learning rates linearly by train.batch_size / this (the "
         "batch size they were tuned for), so a larger batch keeps the same recipe.")
     ema_momentum: float | None = Field(
@@ -303,7 +366,7 @@ class LossConfig(Strict):
 class MetricConfig(Strict):
     name: Literal["accuracy", "top_k_accuracy", "precision", "recall", "auc"] = Field(
         description="`- accuracy` is short for `- {name: accuracy}`.")
-    k: PositiveInt = Field(5, description="top_k_accuracy: how many top classes count.")
+    k: Count = Field(5, description="top_k_accuracy: how many top classes count.")
 
     @model_validator(mode="before")
     @classmethod
@@ -313,33 +376,33 @@ class MetricConfig(Strict):
 
 class EarlyStopping(Strict):
     monitor: str = "val_loss"
-    patience: NonNegativeInt = 3
-    min_delta: NonNegativeFloat = 0.0
+    patience: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = 3
+    min_delta: Annotated[NonNegativeFloat, Field(allow_inf_nan=False)] = 0.0
     restore_best_weights: bool = True
 
 
 class ReduceLROnPlateau(Strict):
     monitor: str = "val_loss"
     factor: float = Field(0.1, gt=0.0, lt=1.0)
-    patience: NonNegativeInt = 2
-    min_lr: NonNegativeFloat = 0.0
+    patience: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = 2
+    min_lr: Annotated[NonNegativeFloat, Field(allow_inf_nan=False)] = 0.0
 
 
 class TrainConfig(Strict):
-    epochs: PositiveInt = Field(10, description="Passes over the training data.")
-    batch_size: PositiveInt = Field(32, description="Images per step.")
-    seed: int = Field(42, description="Seeds weights, shuffling, validation split and augmentation.")
+    epochs: int = Field(10, gt=0, le=MAX_EPOCHS, description="Passes over the training data.")
+    batch_size: int = Field(32, gt=0, le=MAX_BATCH, description="Images per step.")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="Seeds weights, shuffling, validation split and augmentation.")
     deterministic: bool = Field(False, description="Deterministic ops (slower) for bit-exact reruns.")
     mixed_precision: Annotated[Literal["off", "float16", "bfloat16"], BeforeValidator(
         lambda v: "off" if v is False else v)] = Field(  # YAML 1.1 reads a bare `off` as false
         "off", description="Compute in half precision, keep weights in float32.")
     jit_compile: Union[bool, Literal["auto"]] = Field("auto", description="XLA-compile the train step.")
-    steps_per_execution: PositiveInt = Field(1, description="Batches run per call into the backend.")
+    steps_per_execution: Annotated[int, Field(gt=0, le=MAX_STEPS_PER_EXECUTION)] = Field(1, description="Batches run per call into the backend.")
     early_stopping: EarlyStopping | None = Field(None, description="Stop when the monitor stalls.")
     reduce_lr_on_plateau: ReduceLROnPlateau | None = Field(
         None, description="Lower the learning rate when the monitor stalls.")
     tensorboard: bool = Field(True, description="Write TensorBoard logs to RUN/logs.")
-    backup_every_steps: PositiveInt | None = Field(
+    backup_every_steps: Count | None = Field(
         None, description="Also back up every N steps (a backup is always written at each "
         "epoch end); a resumed run continues from the newest backup.")
     checkpoint_monitor: str = Field("val_loss", description="Metric that picks best.keras; "

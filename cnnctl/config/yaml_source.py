@@ -20,11 +20,36 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 # Aliases are copied at each use, so `&a [*a]` would recurse forever and nested aliases can
 # grow exponentially ("billion laughs"); a config never needs anywhere near this many values.
 MAX_VALUES = 100_000
+# Lists and mappings inside each other: PyYAML composes (and this module builds) them
+# recursively, so a few hundred levels would end in RecursionError. A config is about 6 deep.
+MAX_DEPTH = 100
+DEPTH_MESSAGE = (f"lists and mappings are nested more than {MAX_DEPTH} levels deep here; "
+                 "a config needs only a few")
+
+
+class _TooDeep(yaml.YAMLError):
+    """Raised while composing at the node that is nested more than MAX_DEPTH levels deep."""
+
+    def __init__(self, mark):
+        super().__init__(DEPTH_MESSAGE)
+        self.line = mark.line + 1 if mark is not None else None
 
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads `1e-3` as a float (YAML 1.1 wants `1.0e-3`), as people write
     learning rates."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        # the one recursive step of PyYAML's composer: count the depth there
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -84,6 +109,8 @@ def parse(text: str, file: str) -> Source:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+    except _TooDeep as e:
+        raise ConfigError([ConfigIssue(file, e.line, "", DEPTH_MESSAGE)]) from None
     except yaml.MarkedYAMLError as e:
         line, message = _syntax_error(e)
         raise ConfigError([ConfigIssue(file, line, "", f"YAML syntax error: {message}")]) from None
@@ -161,6 +188,9 @@ class _Builder:
             return None
         self.active.add(id(node))
         try:
+            if len(path) > MAX_DEPTH and isinstance(node, yaml.CollectionNode):
+                # aliases can nest what the composer saw shallow
+                raise ConfigError([ConfigIssue(self.file, node.start_mark.line + 1, "", DEPTH_MESSAGE)])
             if isinstance(node, yaml.MappingNode):
                 return self._mapping(node, path)
             if isinstance(node, yaml.SequenceNode):

@@ -9,9 +9,10 @@ import re
 from typing import Any
 
 from cnnctl.config import load as config_lib
+from cnnctl.config import schema as schema_lib
 from cnnctl.config import wording
 from cnnctl.errors import ConfigError, ConfigIssue
-from cnnctl.config.layer_specs import BlockCall, LayerBase, LayerSpec
+from cnnctl.config.layer_specs import BlockCall, LayerBase
 from cnnctl.config.yaml_source import format_path
 
 INPUT = "input"
@@ -146,7 +147,7 @@ class Expander:
                 if data is None:
                     continue
                 try:
-                    spec = wording.validate(self.source, LayerSpec, data, prefix=lpath)
+                    spec = wording.validate(self.source, schema_lib.BoundedLayer, data, prefix=lpath)
                 except ConfigError as e:
                     self.issues.extend(dataclasses.replace(
                         i, message=f"{i.message} [block {call.block!r} used at {format_path(path)}]")
