@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -229,7 +230,7 @@ def write_file(path: Path, write: Callable[[Path], object], *, sync: bool = Fals
         CnnctlError: the file system refused the write (full, read-only, ...).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, error=error and (lambda _, e: error(path, e)), target=path)
     tmp = _temporary(path, "tmp")
     try:
         write(tmp)
@@ -245,10 +246,53 @@ def write_file(path: Path, write: Callable[[Path], object], *, sync: bool = Fals
     return path
 
 
+def problem(error: OSError) -> str:
+    """What a file-system error means, in words: read-only, permission denied, disk full, or
+    the system's own words."""
+    if error.errno == errno.EROFS:
+        return "read-only file system"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    return (error.strerror or str(error) or type(error).__name__).lower()
+
+
+def advice(error: OSError) -> str:
+    """What to do about a file-system error."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space and run the command again"
+    return "make it writable or choose another place, and run the command again"
+
+
+def fs_error(path: Path, error: OSError, kept: str | None = None) -> CnnctlError:
+    """The one message of a write the file system refused: `PATH: cannot write (disk full);
+    the previous metrics.json is kept; free some space and run the command again`.
+
+    Args:
+        kept: what is left as it was (default: the previous file, or nothing when it is new).
+    """
+    path = Path(path)
+    if kept is None:
+        kept = (f"the previous {path.name} is kept" if path.exists() or path.is_symlink()
+                else "nothing was changed")
+    return CnnctlError(f"{path}: cannot write ({problem(error)}); {kept}; {advice(error)}")
+
+
 def _not_written(path: Path, error: OSError) -> CnnctlError:
-    kept = "the previous one is kept" if path.exists() else "nothing was written"
-    return CnnctlError(f"{path}: could not be written ({error.strerror or error}); {kept}. "
-                       "Free some space or choose a writable place")
+    return fs_error(path, error)
+
+
+def make_folder(folder: Path, *, error: "Callable[[Path, OSError], Exception] | None" = None,
+                target: Path | None = None) -> Path:
+    """`folder.mkdir(parents=True, exist_ok=True)`, a refusal of the file system raised as
+    `fs_error` (naming `target`, the file to be written there, when given)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise (error or (lambda _, e: fs_error(target or folder, e)))(folder, e) from None
+    return folder
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -260,7 +304,7 @@ def write_folder(path: Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp)` for a temporary folder beside `path`, then put it in the place of
     `path` (a previous output, already checked): a failed write leaves the old folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, target=path)
     tmp, old = _temporary(path, "tmp"), _temporary(path, "old")
     try:
         write(tmp)

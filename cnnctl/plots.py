@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -21,21 +20,110 @@ OTHER_COLOUR = "lightgray"
 _NOT_METRICS = {"epoch", "loss", "learning_rate", "lr", "epoch_seconds"}
 
 
+# --- user text ------------------------------------------------------------------------------
+
+MAX_LABEL_CHARS = 40  # a class name on an axis or a bar
+MAX_TITLE_CHARS = 80  # a file name in a title
+
+# Fonts that carry CJK glyphs, tried as fallbacks after the default font when installed.
+_CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK KR",
+              "Noto Sans CJK", "Source Han Sans", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
+              "Droid Sans Fallback", "IPAGothic", "Unifont")
+_fonts_set = False
+_charmap: set[int] | None = None
+_warned_under: object = None  # the message handler of the command that was warned
+
+
+def _use_fallback_fonts() -> None:
+    """Once: append an installed CJK font to font.family (matplotlib >= 3.6 falls back to it
+    for glyphs the first font lacks)."""
+    global _fonts_set
+    import warnings
+
+    # `literal` says it once per command; matplotlib would say it for every glyph and figure
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
+    if _fonts_set:
+        return
+    _fonts_set = True
+    import matplotlib
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    found = [name for name in _CJK_FONTS if name in installed]
+    family = list(matplotlib.rcParams["font.family"])
+    if found and found[0] not in family:
+        matplotlib.rcParams["font.family"] = [*family, found[0]]
+
+
+def _drawable() -> set[int]:
+    """The code points the plot fonts (font.family, fallbacks included) have glyphs for."""
+    global _charmap
+    if _charmap is None:
+        import matplotlib
+        from matplotlib import font_manager
+        from matplotlib.ft2font import FT2Font
+
+        points: set[int] = set()
+        for family in matplotlib.rcParams["font.family"]:
+            try:
+                path = font_manager.findfont(font_manager.FontProperties(family=family),
+                                             fallback_to_default=False)
+                points |= set(FT2Font(path).get_charmap())
+            except Exception:  # noqa: BLE001  a font that cannot be read draws nothing
+                continue
+        if not points:  # no family resolved on its own: matplotlib draws with its default font
+            points = set(FT2Font(font_manager.findfont(font_manager.FontProperties())).get_charmap())
+        _charmap = points | set(range(32, 127))  # printable ASCII: every font has it
+    return _charmap
+
+
+def _check_glyphs(text: str) -> None:
+    """Warn once per command (one line) about characters no plot font can draw."""
+    global _warned_under
+    from cnnctl import messages
+
+    under = messages.LOGGER.handlers[0] if messages.LOGGER.handlers else messages.LOGGER
+    if _warned_under is under:
+        return
+    missing = [ch for ch in text if not ch.isspace() and ord(ch) not in _drawable()]
+    if missing:
+        _warned_under = under
+        messages.warn(f"class names with characters the plot font lacks (e.g. {missing[0]!r}): "
+                      "they draw as boxes; install fonts-noto-cjk")
+
+
+def literal(text, limit: int = MAX_LABEL_CHARS) -> str:
+    """User text (a class or file name) as matplotlib draws it verbatim: control and other
+    unprintable characters as escapes (\\x07), cut to `limit` characters (ending in "..."), and
+    every `$` escaped so that mathtext never parses it."""
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace")
+                   .decode("ascii") for ch in str(text))
+    if len(text) > limit:
+        text = text[:max(limit - 3, 1)] + "..."
+    _check_glyphs(text)
+    return text.replace("$", r"\$")
+
+
 def new_figure(width: float, height: float):
     # A bare Figure draws with Agg and never touches pyplot's global figure list, so nothing
     # stays open after saving, whatever backend the user's matplotlib is set to.
     from matplotlib.figure import Figure
 
+    _use_fallback_fonts()
     return Figure(figsize=(width, height), layout="constrained")
 
 
 def save(fig, out: Path, command: str, dpi: int = 100) -> Path:
     """Write `fig` as the PNG `out`, marked as an output of `cnnctl COMMAND` (so that the command
     may replace it later) and renamed into place once complete."""
+    import warnings
+
     from cnnctl import outputs
 
-    outputs.write_file(Path(out), lambda tmp: fig.savefig(
-        tmp, dpi=dpi, format="png", metadata=outputs.png_metadata(command)))
+    with warnings.catch_warnings():  # `literal` said it once; not once per glyph
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
+        outputs.write_file(Path(out), lambda tmp: fig.savefig(
+            tmp, dpi=dpi, format="png", metadata=outputs.png_metadata(command)))
     fig.clear()
     return Path(out)
 
@@ -52,8 +140,7 @@ def _read_history(history_csv: Path) -> dict[str, list[float]]:
     if not path.is_file():
         raise CnnctlError(f"no training history at {path}: train first, or pass a run "
                           "directory whose history.csv exists")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = runs.read_history(path)
     if not rows or "loss" not in rows[0]:
         raise CnnctlError(f"{path} has no epochs with a loss column: it is not a finished "
                           "Keras CSVLogger file; train for at least one epoch")
@@ -116,7 +203,7 @@ def curves_figure(history_csv: Path, monitor: str = "val_loss"):
         if f"val_{name}" in history:
             series.append((f"validation {name}", history[f"val_{name}"]))
         for label, values in series:
-            ax.plot(epochs, values, marker=marker, label=label)
+            ax.plot(epochs, values, marker=marker, label=literal(label, MAX_TITLE_CHARS))
             if n <= 3:  # a short run: the figures themselves, beside their points
                 for epoch, value in zip(epochs, values):
                     if math.isfinite(value):
@@ -124,8 +211,9 @@ def curves_figure(history_csv: Path, monitor: str = "val_loss"):
                                     xytext=(6, 4), fontsize=8)
         if best is not None:
             ax.axvline(best[0], color="gray", linestyle="--", linewidth=1,
-                       label=f"best epoch {best[0]} ({best[1]}): {runs.BEST}")
-        ax.set_title(name)
+                       label=literal(f"best epoch {best[0]} ({best[1]}): {runs.BEST}",
+                                     MAX_TITLE_CHARS))
+        ax.set_title(literal(name, MAX_TITLE_CHARS))
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if n == 1:  # one epoch: a unit-wide axis around it, and values from 0
@@ -181,8 +269,9 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], normaliz
     fig.colorbar(image, ax=ax, shrink=0.8, label="share of true class" if normalize else "images")
 
     slant = {"rotation": 45, "ha": "right", "rotation_mode": "anchor"} if n <= 10 else {"rotation": 90}
-    ax.set_xticks(range(n), class_names, fontsize=fontsize, **slant)
-    ax.set_yticks(range(n), class_names, fontsize=fontsize)
+    names = [literal(name) for name in class_names]
+    ax.set_xticks(range(n), names, fontsize=fontsize, **slant)
+    ax.set_yticks(range(n), names, fontsize=fontsize)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     total = int(counts.sum())
@@ -255,10 +344,11 @@ def predictions_figure(items: list[dict]):
         image_ax.imshow(pixels, **kwargs)
         image_ax.set_axis_off()
         true_label = item.get("true_label")
-        title = Path(item["path"]).name + (f"\ntrue: {true_label}" if true_label is not None else "")
+        title = literal(Path(str(item["path"])).name, MAX_TITLE_CHARS) + (
+            f"\ntrue: {literal(true_label)}" if true_label is not None else "")
         image_ax.set_title(title, fontsize=9)
 
-        labels = [str(t["label"]) for t in item["top"]]
+        labels = [literal(t["label"]) for t in item["top"]]
         probs = [float(t["prob"]) for t in item["top"]]
         colours = [top_bar_colour(item)] + [OTHER_COLOUR] * (len(probs) - 1)
         bars = bar_ax.barh(range(len(probs)), probs, color=colours)

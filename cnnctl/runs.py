@@ -226,13 +226,35 @@ def is_unfinished(run_dir: Path, config: schema_lib.Config) -> bool:
         return False
 
 
+def check_run_dir(path: Path) -> None:
+    """Refuse a folder that was a run directory and lost its config.yaml (its checkpoints/ are
+    there): without it the run's data, and so its test images, are unknown.
+
+    Raises:
+        CnnctlError: naming RUN/config.yaml and what still works.
+    """
+    path = Path(path)
+    if path.is_dir() and not is_run(path) and (path / CHECKPOINTS).is_dir():
+        raise CnnctlError(f"{path / CONFIG} is missing (the folder has {CHECKPOINTS}/ but no "
+                          f"{CONFIG}); put the run's config back to eval or report it, or use "
+                          f"its model file: cnnctl predict {path / CHECKPOINTS / BEST} IMAGES")
+
+
 def load_config(run_dir: Path) -> config_lib.LoadedConfig:
     """The config a run was trained with."""
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise CnnctlError(f"{run_dir}: not a run directory (no {CONFIG}); give a directory "
                           "written by `cnnctl train`")
-    return config_lib.load(path)
+    then = "put the run's config back (`cnnctl train` wrote it; source_config.yaml is the " \
+           "config as its user wrote it)"
+    _text(path, then)  # binary bytes or not UTF-8: named as damaged, not a YAML traceback
+    try:
+        return config_lib.load(path)
+    except CnnctlError:
+        raise
+    except (yaml.YAMLError, ValueError, TypeError) as e:
+        raise DamagedRunFile(path, f"not YAML: {str(e).splitlines()[0][:80]}", then) from None
 
 
 # --------------------------------------------------------------------------- finding runs
@@ -310,8 +332,15 @@ def describe(run_dir: Path) -> dict:
     """
     run_dir = Path(run_dir)
     config = _read_json_or_yaml(run_dir / CONFIG) or {}
-    metrics = _read_json_or_yaml(run_dir / METRICS)
-    env = _read_json_or_yaml(run_dir / ENVIRONMENT) or {}
+    damaged = []
+    try:
+        metrics = read_metrics(run_dir)
+    except DamagedRunFile as e:
+        metrics, damaged = None, [f"{METRICS}: {e.why}"]
+    try:
+        env = read_environment(run_dir) or {}
+    except DamagedRunFile:
+        env = {}
     started = env.get("time") if isinstance(env, dict) else None
     if not isinstance(started, str):
         started = datetime.datetime.fromtimestamp(
@@ -319,12 +348,16 @@ def describe(run_dir: Path) -> dict:
     train = config.get("train") if isinstance(config, dict) else None
     model = config.get("model") if isinstance(config, dict) else None
     state, detail, epochs = _state(run_dir, metrics)
+    if damaged:
+        state, detail = "damaged", damaged[0]
     test = metrics.get("test") if isinstance(metrics, dict) else None
     accuracy = test.get("accuracy") if isinstance(test, dict) else None
+    name = model.get("name") if isinstance(model, dict) else None
     return {"path": str(run_dir), "date": started,
-            "model": model.get("name") if isinstance(model, dict) else None,
+            "model": name if isinstance(name, str) else None,
             "epochs": epochs if isinstance(epochs, int) else _history_rows(run_dir / HISTORY),
-            "epochs_planned": train.get("epochs") if isinstance(train, dict) else None,
+            "epochs_planned": train.get("epochs") if isinstance(train, dict) and isinstance(
+                train.get("epochs"), int) else None,
             "test_accuracy": accuracy if isinstance(accuracy, (int, float)) else None,
             "state": state, "detail": detail, "bytes": _size(run_dir)}
 
@@ -332,7 +365,8 @@ def describe(run_dir: Path) -> dict:
 def _state(run_dir: Path, metrics) -> tuple[str, str | None, int | None]:
     """(state, why it failed, epochs done if the files say; else history.csv's rows count)."""
     if isinstance(metrics, dict):
-        return "finished", None, metrics.get("epochs")
+        epochs = metrics.get("epochs")
+        return "finished", None, epochs if isinstance(epochs, int) else None
     failed = _read_json_or_yaml(run_dir / FAILED)
     if isinstance(failed, dict) and isinstance(failed.get("epoch"), int):
         return ("failed", f"NaN loss at epoch {failed['epoch']}, step {failed.get('step')}",
@@ -368,8 +402,8 @@ def _read_json_or_yaml(path: Path):
 
 def _history_rows(history: Path) -> int:
     try:
-        return max(0, len(history.read_text().splitlines()) - 1)
-    except OSError:
+        return len(read_history(history) or [])
+    except CnnctlError:  # a damaged history.csv: its rows are not counted
         return 0
 
 
@@ -408,3 +442,178 @@ def format_table(described: list[dict]) -> str:
     total = sum(r["bytes"] for r in described)
     lines.append(f"{len(described)} run(s), {human_size(total)}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- reading run files
+class DamagedRunFile(CnnctlError):
+    """A file of a run directory that cannot be read as what cnnctl wrote there."""
+
+    def __init__(self, path: Path, why: str, then: str):
+        self.path, self.why = Path(path), why
+        super().__init__(f"{path} is damaged ({why}); {then}")
+
+
+_AGAIN = {METRICS: "`cnnctl eval RUN` still scores the run's checkpoint; `cnnctl train "
+                   "CONFIG` writes a new run",
+          HISTORY: "the checkpoints and metrics.json still work; the learning curves need it",
+          ENVIRONMENT: "it only records the versions the run was trained with; the rest of "
+                       "the run still works",
+          CLASS_NAMES: "give the class names again (they are the data's folder names, in "
+                       "order), or train a new run"}
+
+
+def _file(run_dir: Path, name: str) -> Path:
+    run_dir = Path(run_dir)
+    return run_dir if run_dir.is_file() or run_dir.name == name else run_dir / name
+
+
+def _text(path: Path, then: str) -> str | None:
+    """The UTF-8 text of a run file, or None when it does not exist."""
+    if not path.is_file():
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CnnctlError(f"{path}: cannot read ({(e.strerror or str(e)).lower()}); "
+                          "make it readable") from None
+    if b"\0" in data:
+        raise DamagedRunFile(path, "binary bytes, not text", then)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DamagedRunFile(path, "not UTF-8 text", then) from None
+
+
+def _json(path: Path, then: str):
+    text = _text(path, then)
+    if text is None:
+        return None
+    if not text.strip():
+        raise DamagedRunFile(path, "empty", then)
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        why = f"not JSON: {e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError) \
+            else "not JSON"
+        raise DamagedRunFile(path, why, then) from None
+
+
+def _kind(value) -> str:
+    return {list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def read_metrics(run_dir: Path) -> dict | None:
+    """metrics.json of a run (None when there is none: the run did not finish), checked: a JSON
+    object whose `epochs` is a number and whose `test`/`val` figures are numbers.
+
+    Raises:
+        DamagedRunFile: it is there but not what `cnnctl train` writes.
+    """
+    path = _file(run_dir, METRICS)
+    then = _AGAIN[METRICS]
+    data = _json(path, then)
+    if data is None and not path.is_file():
+        return None
+    if not isinstance(data, dict):
+        raise DamagedRunFile(path, f"not a JSON object: {_kind(data)}", then)
+    if "epochs" in data and (not isinstance(data["epochs"], int) or isinstance(data["epochs"], bool)):
+        raise DamagedRunFile(path, f"epochs is {_kind(data['epochs'])}, not a whole number", then)
+    for split in ("test", "val"):
+        figures = data.get(split)
+        if split in data and not (isinstance(figures, dict) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in figures.values())):
+            raise DamagedRunFile(path, f"its {split} figures are not numbers", then)
+    for key in ("best_checkpoint", "test_time_augmentation"):
+        if key in data and data[key] is not None and not isinstance(data[key], str):
+            raise DamagedRunFile(path, f"{key} is {_kind(data[key])}, not a string", then)
+    if "history" in data and not isinstance(data["history"], dict):
+        raise DamagedRunFile(path, f"history is {_kind(data['history'])}, not an object", then)
+    return data
+
+
+def read_environment(run_dir: Path) -> dict | None:
+    """environment.json of a run (None when there is none), a JSON object.
+
+    Raises:
+        DamagedRunFile: it is there but not a JSON object.
+    """
+    path = _file(run_dir, ENVIRONMENT)
+    data = _json(path, _AGAIN[ENVIRONMENT])
+    if data is None and not path.is_file():
+        return None
+    if not isinstance(data, dict):
+        raise DamagedRunFile(path, f"not a JSON object: {_kind(data)}", _AGAIN[ENVIRONMENT])
+    return data
+
+
+def read_class_names(run_dir: Path) -> list[str] | None:
+    """class_names.json of a run (None when there is none): a list of distinct strings.
+
+    Raises:
+        DamagedRunFile: it is there but not such a list.
+    """
+    path = _file(run_dir, CLASS_NAMES)
+    then = _AGAIN[CLASS_NAMES]
+    data = _json(path, then)
+    if data is None and not path.is_file():
+        return None
+    if not isinstance(data, list) or not data:
+        raise DamagedRunFile(path, "not a list of class names: "
+                             + (_kind(data) if not isinstance(data, list) else "an empty list"), then)
+    if not all(isinstance(n, str) and n for n in data):
+        raise DamagedRunFile(path, "not a list of class names: not all are strings", then)
+    if len(set(data)) != len(data):
+        raise DamagedRunFile(path, "a class name is there twice", then)
+    return data
+
+
+_NOT_NUMBERS = {"", "na", "nan", "-nan", "inf", "-inf", "+inf", "infinity", "-infinity"}
+
+
+def read_history(run_dir: Path) -> list[dict[str, str]] | None:
+    """The rows of history.csv (of a run directory, or the file itself), checked: a header,
+    every row with as many cells as the header, every cell a number (or "NA" / empty, a value
+    an epoch did not log). None when there is no such file.
+
+    Raises:
+        DamagedRunFile: a row that is not what `cnnctl train` writes.
+    """
+    import csv
+
+    path = _file(run_dir, HISTORY)
+    then = _AGAIN[HISTORY]
+    text = _text(path, then)
+    if text is None:
+        return None
+    try:
+        table = list(csv.reader(text.splitlines()))
+    except csv.Error as e:
+        raise DamagedRunFile(path, f"not CSV: {e}", then) from None
+    if not table:
+        return []
+    header = table[0]
+    if not header or any(not name.strip() for name in header) or len(set(header)) != len(header):
+        raise DamagedRunFile(path, "its first line is not a row of column names", then)
+    rows = []
+    for line, cells in enumerate(table[1:], start=2):
+        if not cells:
+            continue
+        if len(cells) != len(header):
+            raise DamagedRunFile(path, f"line {line} has {len(cells)} cells, the header "
+                                 f"{len(header)}", then)
+        for name, cell in zip(header, cells):
+            if cell.strip().lower() in _NOT_NUMBERS:
+                if name == "epoch":
+                    raise DamagedRunFile(path, f"line {line}: no epoch number", then)
+                continue
+            try:
+                value = float(cell)
+            except ValueError:
+                raise DamagedRunFile(path, f"line {line}: {cell[:20]!r} in column {name[:30]} "
+                                     "is not a number", then) from None
+            if name == "epoch" and value != int(value):
+                raise DamagedRunFile(path, f"line {line}: epoch {cell[:20]} is not a whole "
+                                     "number", then)
+        rows.append(dict(zip(header, cells)))
+    return rows

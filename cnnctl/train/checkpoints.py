@@ -79,8 +79,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     from cnnctl import outputs
 
     def error(path: Path, e: OSError) -> CheckpointWriteError:
-        return CheckpointWriteError(f"{path}: {e.strerror or e} while writing; the previous file "
-                                    "is kept")
+        return CheckpointWriteError(str(outputs.fs_error(path, e)))
 
     outputs.write_file(Path(path), lambda tmp: tmp.write_text(text), sync=True, error=error)
 
@@ -227,7 +226,9 @@ class Backups(keras.callbacks.Callback):
 
     def save(self, epoch: int, step: int) -> Path:
         """Write a backup from which training resumes at (epoch, step)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        from cnnctl import outputs
+
+        outputs.make_folder(self.dir, error=_write_error)
         global_step = epoch * self.spe + step
         model_file = self.dir / runs.BACKUP_MODEL.format(step=global_step)
         atomic_save(self.model, model_file)
@@ -320,7 +321,7 @@ def latest_backup(run_dir: Path) -> tuple[dict, Path, list[str]] | None:
         try:
             state = json.loads(state_file.read_text())
             model_file = folder / state["model"]
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError) as e:
             problems.append(f"{state_file}: corrupt backup state ({e}); using an older backup")
             continue
         reason = check_keras_file(model_file)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import csv
+import os
 import shutil
 import sys
 import tempfile
@@ -79,6 +79,7 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
     if resume is not None:
         backup = _resumable(loaded, Path(resume))
         run_dir = Path(resume)
+        _check_writable(loaded, run_dir)  # before minutes of data loading and training
     elif spread.chief:
         runs.check_can_create(loaded, run_dir)  # before minutes of data loading, not after
     # before the first variable: workers that disagree would wait on each other's collectives
@@ -169,10 +170,18 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
               "resumed_from": state.get("global_step"), "task": spread.task}
     if scratch is not None:
         return result
-    runs.write_json(path / runs.METRICS, metrics)
+    try:
+        runs.write_json(path / runs.METRICS, metrics)
+    except CnnctlError as e:  # the run is not finished: its backup and checkpoints are kept
+        raise CnnctlError(f"{e}; the run is not finished (its checkpoints and backup are kept): "
+                          f"resume it with {resume_command(loaded, path)}") from None
     from cnnctl import plots
 
-    plots.curves(path / runs.HISTORY, path / runs.CURVES, cfg.train.checkpoint_monitor)
+    try:
+        plots.curves(path / runs.HISTORY, path / runs.CURVES, cfg.train.checkpoint_monitor)
+    except CnnctlError as e:  # metrics.json is written: the run is finished all the same
+        raise CnnctlError(f"{e}; the run is finished ({runs.METRICS} is written): `cnnctl report "
+                          f"{path}` draws its curves once there is space") from None
     checkpoints.prune_finished(path, cfg.run.keep)  # nothing left to resume: run.keep says what stays
     return result
 
@@ -261,6 +270,21 @@ def resume_command(loaded: config_lib.LoadedConfig, run_dir: Path) -> str:
     return f"cnnctl train {shlex.quote(str(config))} --resume {shlex.quote(str(run_dir))}"
 
 
+def _check_writable(loaded: config_lib.LoadedConfig, run_dir: Path) -> None:
+    """Refuse to resume a run whose directory cannot be written (read-only, no permission, a
+    full disk): a probe file is written there, the way every file of the run is, and removed."""
+    from cnnctl import outputs
+
+    probe = run_dir / f".cnnctl-write-test-{os.getpid()}"
+    try:
+        outputs.write_file(probe, lambda tmp: tmp.write_bytes(b""),
+                           error=lambda _, e: outputs.fs_error(run_dir, e, kept=(
+                               "nothing was changed; the run is not resumed")))
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+
+
 def _resumable(loaded: config_lib.LoadedConfig, run_dir: Path) -> tuple[dict, Path]:
     """The backup to resume `run_dir` from, refusing a finished run and one whose config differs."""
     saved = runs.load_config(run_dir).config
@@ -304,12 +328,17 @@ def config_diff(old: schema_lib.Config, new: schema_lib.Config) -> list[str]:
 
 def _truncate_history(history: Path, epoch: int) -> None:
     """Drop history rows of epochs at or after `epoch` (a partial, interrupted epoch)."""
-    if not history.exists():
+    rows = runs.read_history(history)  # a damaged file is named before anything is trained
+    if rows is None:
         return
-    lines = history.read_text().splitlines(keepends=True)
-    base = runs.first_epoch(list(csv.DictReader(lines)))
-    keep = lines[:1] + [line for line in lines[1:] if int(float(line.split(",")[0])) - base < epoch]
-    checkpoints.atomic_write_text(history, "".join(keep))
+    lines = [line for line in history.read_text().splitlines(keepends=True) if line.strip()]
+    if not rows or "epoch" not in rows[0]:
+        return
+    base = runs.first_epoch(rows)
+    keep = lines[:1] + [line for line, row in zip(lines[1:], rows)
+                        if int(float(row["epoch"])) - base < epoch]
+    if keep != lines:
+        checkpoints.atomic_write_text(history, "".join(keep))
 
 
 def _final_metrics(model, path: Path, splits, cfg: schema_lib.Config, fresh: bool = False) -> dict:
@@ -322,7 +351,7 @@ def _final_metrics(model, path: Path, splits, cfg: schema_lib.Config, fresh: boo
         model.compile(loss=optim.loss(cfg), metrics=optim.metrics(cfg))
     elif best.exists():
         checkpoints.load_weights(model, best)  # best.keras may hold no optimizer state
-    rows = list(csv.DictReader(open(path / runs.HISTORY))) if (path / runs.HISTORY).exists() else []
+    rows = runs.read_history(path) or []
     out = {"epochs": len(rows), "best_checkpoint": str(best),
            "test_time_augmentation": cfg.train.test_time_augmentation}
     if cfg.train.test_time_augmentation == "flip":

@@ -3,8 +3,11 @@ terminal and the per-epoch rows of history.csv."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -69,11 +72,24 @@ class HistoryCSV(keras.callbacks.Callback):
         columns = self._columns(logs)
         row = [str(epoch + self._base())] + [_cell(logs.get(name)) for name in columns[1:]]
         new = not self.path.exists() or self.path.stat().st_size == 0
-        with self.path.open("a", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            if new:
-                writer.writerow(columns)
-            writer.writerow(row)
+        lines = io.StringIO()
+        writer = csv.writer(lines, lineterminator="\n")
+        if new:
+            writer.writerow(columns)
+        writer.writerow(row)
+        size = 0 if new else self.path.stat().st_size
+        try:
+            with self.path.open("a", newline="") as f:
+                f.write(lines.getvalue())
+        except OSError as e:
+            # a row half appended is cut off again: the rows before it stay as they were
+            with contextlib.suppress(OSError):
+                if self.path.exists():
+                    os.truncate(self.path, size)
+            from cnnctl import outputs
+
+            raise outputs.fs_error(self.path, e, kept=(
+                "the rows of the epochs before are kept" if size else "nothing was changed")) from None
 
     def _base(self) -> int:
         """1, or 0 when appending to a file of a run started before epochs counted from 1."""

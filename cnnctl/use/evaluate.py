@@ -304,7 +304,9 @@ def run(path: Path, *, split: str = "test", data_dir: Path | None = None,
     files = output_files(path, split, data_dir)
     if path.exists():
         check_outputs(files)  # before minutes of loading and predicting
-    opened = trained.open_model(path)
+    opened = trained.open_model(path)  # a model it cannot open says so first
+    if data_dir is None:
+        runs.check_run_dir(path)
     model, class_names = opened.model, opened.class_names
     input_shape = tuple(model.input_shape[1:])
     label_mode = "binary" if model.output_shape[-1] == 1 else "int"

@@ -154,7 +154,8 @@ def upsample(heat: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def figure(image: np.ndarray, heat: np.ndarray, title: str):
-    """Original, heat map and overlay side by side."""
+    """Original, heat map and overlay side by side, under `title` (drawn verbatim: see
+    `plots.literal`)."""
     from cnnctl import plots
 
     fig = plots.new_figure(9, 3.4)
@@ -172,7 +173,7 @@ def figure(image: np.ndarray, heat: np.ndarray, title: str):
             bar.ax.tick_params(labelsize=7)
         ax.set_title(caption, fontsize=9)
         ax.axis("off")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(plots.literal(title, 2 * plots.MAX_TITLE_CHARS), fontsize=10)
     return fig
 
 

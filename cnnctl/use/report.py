@@ -63,10 +63,11 @@ def build(run_dir, *, mistakes: int = 8, cams: int = 4, limit: int | None = None
     from cnnctl.use import evaluate, trained
 
     run_dir = Path(run_dir)
-    if not (run_dir / runs.METRICS).is_file():
+    runs.check_run_dir(run_dir)
+    metrics = runs.read_metrics(run_dir)
+    if metrics is None:
         raise CnnctlError(f"{run_dir}: no {runs.METRICS}; report a finished run directory "
                           "(cnnctl train writes it at the end)")
-    metrics = json.loads((run_dir / runs.METRICS).read_text())
     opened = trained.open_model(run_dir)
     model, names = opened.model, opened.labels()
     test = opened.test_images(limit)
@@ -75,27 +76,36 @@ def build(run_dir, *, mistakes: int = 8, cams: int = 4, limit: int | None = None
     scorer = model_lib.with_flip_tta(model) if tta else model
     probs = np.asarray(scorer.predict(x, verbose=0, batch_size=256))
     scored = evaluate.report_from_predictions(y, probs, names)
-    environment = json.loads((run_dir / runs.ENVIRONMENT).read_text()) \
-        if (run_dir / runs.ENVIRONMENT).is_file() else {}
+    try:
+        environment = runs.read_environment(run_dir)
+        environment_part = (f"<pre>{html.escape(json.dumps(environment, indent=2))}</pre>"
+                            if environment is not None else
+                            f'<p class="note">not recorded (no {runs.ENVIRONMENT})</p>')
+    except CnnctlError as e:  # optional: the page goes without it
+        environment_part = f'<p class="note">left out: {html.escape(str(e))}</p>'
     shown = html.escape(test.described()) + (", each averaged with its mirror image (flip "
                                              "test-time augmentation)" if tta else "")
 
-    accuracy = metrics.get("test", {}).get("accuracy")
+    accuracy = (metrics.get("test") or {}).get("accuracy")
     headline = f"{model.name}: test accuracy {accuracy:.4f}" if isinstance(accuracy, float) \
         else model.name
     parts = [f"<h1>{html.escape(headline)}</h1>",
              f'<p class="note">run {html.escape(run_dir.name)} &middot; '
              f'{html.escape(str(run_dir.resolve()))}</p>', "<h2>Test metrics</h2>"]
-    parts.append(_table(["split", *sorted(metrics.get("test", {}))],
-                        [[split, *(f"{metrics[split][k]:.4f}" for k in sorted(metrics["test"]))]
+    figures = sorted(metrics.get("test") or {})
+    parts.append(_table(["split", *figures],
+                        [[split, *(f"{metrics[split][k]:.4f}" if k in metrics[split] else "-"
+                                   for k in figures)]
                          for split in ("test", "val") if split in metrics]))
     parts.append(f'<p class="note">{metrics.get("epochs", "?")} epochs; checkpoint '
-                 f'{html.escape(Path(metrics.get("best_checkpoint", "")).name)}; test-time '
+                 f'{html.escape(Path(metrics.get("best_checkpoint") or "").name)}; test-time '
                  f'augmentation {html.escape(str(metrics.get("test_time_augmentation")))}</p>')
     if (run_dir / runs.HISTORY).is_file():
-        monitor = _monitor(run_dir)
-        parts += ["<h2>Learning curves</h2>",
-                  _png(plots.curves_figure(run_dir / runs.HISTORY, monitor))]
+        try:  # optional: a damaged history.csv leaves the curves out, with a note
+            curves = _png(plots.curves_figure(run_dir / runs.HISTORY, _monitor(run_dir)))
+        except CnnctlError as e:
+            curves = f'<p class="note">left out: {html.escape(str(e))}</p>'
+        parts += ["<h2>Learning curves</h2>", curves]
     parts += ["<h2>Per class</h2>", f'<p class="note">{shown}</p>',
               _table(["class", "precision", "recall", "f1", "support"],
                      [[n, *(f"{scored['per_class'][n][k]:.3f}" for k in ("precision", "recall", "f1")),
@@ -119,7 +129,7 @@ def build(run_dir, *, mistakes: int = 8, cams: int = 4, limit: int | None = None
     parts += _heat_maps(model, test, probs, predicted, names, cams)
     parts += ["<h2>Model</h2>", _model_summary(run_dir)]
     parts += _config_section(run_dir)
-    parts += ["<h2>Environment</h2>", f"<pre>{html.escape(json.dumps(environment, indent=2))}</pre>"]
+    parts += ["<h2>Environment</h2>", environment_part]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"{outputs.REPORT_GENERATOR}"
             f"<title>{html.escape(headline)} ({html.escape(run_dir.name)})</title>"
@@ -174,11 +184,14 @@ def _config_section(run_dir: Path) -> list[str]:
     """The config as its user wrote it (when the run kept it), the resolved one folded away."""
     from cnnctl import runs
 
-    resolved = html.escape((run_dir / runs.CONFIG).read_text())
+    def text(path: Path) -> str:
+        return html.escape(path.read_bytes().decode("utf-8", errors="replace"))
+
+    resolved = text(run_dir / runs.CONFIG)
     own = run_dir / runs.SOURCE_CONFIG
     if not own.is_file():
         return ["<h2>Config</h2>", f"<pre>{resolved}</pre>"]
-    return ["<h2>Config</h2>", f"<pre>{html.escape(own.read_text())}</pre>",
+    return ["<h2>Config</h2>", f"<pre>{text(own)}</pre>",
             "<details><summary>resolved config (every default filled in): "
             f"{runs.CONFIG}</summary><pre>{resolved}</pre></details>"]
 

@@ -69,10 +69,12 @@ def open_model(path) -> TrainedModel:
     other than the channels' default is lost then.
 
     Raises:
-        CnnctlError: see `load_model` and `class_names_for`.
+        CnnctlError: see `load_model`, `check_classifier` (not an image classifier) and
+            `class_names_for`.
     """
     path = Path(path)
     model = load_model(path)
+    check_classifier(model, _model_file(path))
     class_names = class_names_for(path)
     run_dir = run_dir_of(path)
     color_mode = None
@@ -197,7 +199,7 @@ def load_model(path: Path) -> keras.Model:
     try:
         from cnnctl.model import inputs  # noqa: F401  registers cnnctl's own layers (RandomPadCrop)
 
-        return keras.saving.load_model(file, safe_mode=True, compile=False)
+        model = keras.saving.load_model(file, safe_mode=True, compile=False)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
         # zip CRC failures and h5py read errors both mean damaged bytes
         raise CnnctlError(f"{file} is corrupt ({_cause(e)}); use another checkpoint or "
@@ -214,6 +216,57 @@ def load_model(path: Path) -> keras.Model:
         raise CnnctlError(f"refused to load {file}: it contains Python code ({what}) that safe "
                           "mode will not run; only load models you trust, and rebuild this one "
                           "without Lambda layers or lambdas") from None
+    return model
+
+
+CAN_DO = ("cnnctl evaluates, predicts and explains image classifiers with one image input "
+          "[batch, height, width, channels] (1 or 3 channels) and one output of class scores "
+          "[batch, classes]")
+
+
+def _shape(tensor) -> str:
+    return "[" + ", ".join(str(d) for d in tuple(tensor.shape)) + "]"
+
+
+def check_classifier(model, path) -> None:
+    """Refuse, in one line naming `path`, a model that is not an image classifier cnnctl can
+    use: one input [batch, height, width, 1 or 3] of fixed size, one output [batch, classes].
+
+    Raises:
+        CnnctlError: what the model has instead, and what cnnctl works with.
+    """
+    try:
+        inputs, outputs = list(model.inputs or []), list(model.outputs or [])
+    except (AttributeError, ValueError):  # a Sequential model saved before it was built
+        raise CnnctlError(f"{path}: the model was saved unbuilt: it has no input shape; "
+                          f"{CAN_DO}") from None
+    shapes = ", ".join(_shape(t) for t in inputs)
+    if len(inputs) != 1:
+        raise CnnctlError(f"{path}: the model has {len(inputs)} inputs ({shapes}); {CAN_DO}")
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 4:
+        raise CnnctlError(f"{path}: the model's input {shapes} is not an image "
+                          f"[batch, height, width, channels]; {CAN_DO}")
+    if any(d is None for d in shape[1:3]):
+        raise CnnctlError(f"{path}: the model's input {shapes} has no fixed height and width; "
+                          "cnnctl resizes images to the model's input size: save the model "
+                          "with a fixed input shape")
+    if shape[3] not in (1, 3):
+        raise CnnctlError(f"{path}: the model's input {shapes} has {shape[3]} channels, not 1 "
+                          f"(grayscale) or 3 (rgb); {CAN_DO}")
+    shapes = ", ".join(_shape(t) for t in outputs)
+    if len(outputs) != 1:
+        raise CnnctlError(f"{path}: the model has {len(outputs)} outputs ({shapes}); {CAN_DO}")
+    shape = tuple(outputs[0].shape)
+    if len(shape) == 4:
+        raise CnnctlError(f"{path}: the model's output {shapes} is a map per pixel: it looks "
+                          f"like a segmentation or dense-prediction model; {CAN_DO}")
+    if len(shape) != 2:
+        raise CnnctlError(f"{path}: the model's output {shapes} is not a vector of class "
+                          f"scores; {CAN_DO}")
+    if shape[1] is None:
+        raise CnnctlError(f"{path}: the model's output {shapes} has no fixed number of "
+                          f"classes; {CAN_DO}")
 
 
 def _cause(error: Exception, limit: int = 160) -> str:

@@ -38,7 +38,7 @@ def filters_figure(layer: keras.layers.Layer):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(tile, cmap=None if tile.ndim == 3 else "gray", interpolation="nearest")
         ax.axis("off")
-    fig.suptitle(f"{layer.name}: {kernel.shape[-1]} filters of {kernel.shape[0]}x{kernel.shape[1]}"
+    fig.suptitle(f"{plots.literal(layer.name)}: {kernel.shape[-1]} filters of {kernel.shape[0]}x{kernel.shape[1]}"
                  f"x{kernel.shape[2]}", fontsize=10)
     return fig
 
@@ -65,7 +65,7 @@ def maps_figure(name: str, maps: np.ndarray):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(maps[..., i], cmap="viridis")
         ax.axis("off")
-    fig.suptitle(f"{name}: {shown} of {maps.shape[-1]} feature maps, {maps.shape[0]}x"
+    fig.suptitle(f"{plots.literal(name)}: {shown} of {maps.shape[-1]} feature maps, {maps.shape[0]}x"
                  f"{maps.shape[1]}", fontsize=10)
     return fig
 
