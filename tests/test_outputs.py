@@ -231,8 +231,8 @@ def test_an_export_that_fails_midway_leaves_the_previous_one(run, tmp_path, monk
         monkeypatch.setattr(Path, "write_bytes", crash_writing_bytes)
     with pytest.raises(CnnctlError) as refused:
         export_lib.run(run, fmt, out, images=8, force=True)
-    assert str(refused.value) == (f"{out}: could not be written (No space left on device); the "
-                                  "previous one is kept. Free some space or choose a writable place")
+    assert str(refused.value) == (f"{out}: cannot write (disk full); the previous {out.name} is "
+                                  "kept; free some space and run the command again")
     assert snapshot(tmp_path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
