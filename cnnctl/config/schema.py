@@ -8,9 +8,8 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (AfterValidator, BeforeValidator, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                       ValidationInfo, field_validator, model_validator)
-from pydantic_core import PydanticCustomError
 
-from cnnctl.config.layer_specs import NAME_PATTERN, LayerSpec, Strict
+from cnnctl.config.layer_specs import NAME_PATTERN, LayerSpec, Strict, keyed_error
 
 # Upper bounds of the numbers in a config. Each is far above any real use and low enough that
 # what follows (NumPy/Keras seeding, int32 step counters, tensor sizes) does not overflow or
@@ -32,7 +31,9 @@ Size = Annotated[int, Field(gt=0, le=MAX_SIZE)]
 _LAYER_BOUNDS = {"filters": MAX_SIZE, "units": MAX_SIZE, "depth_multiplier": MAX_SIZE,
                  "kernel_size": MAX_SIZE, "strides": MAX_SIZE, "pool_size": MAX_SIZE,
                  "dilation_rate": MAX_SIZE, "size": MAX_SIZE, "padding": MAX_SIZE,
-                 "height": MAX_SIZE, "width": MAX_SIZE, "repeat": MAX_REPEAT}
+                 "height": MAX_SIZE, "width": MAX_SIZE, "repeat": MAX_REPEAT,
+                 "groups": MAX_SIZE, "cropping": MAX_SIZE, "noise_shape": MAX_SIZE,
+                 "shared_axes": 8}
 
 
 def _number_error(value: Any, limit: int) -> bool:
@@ -61,7 +62,20 @@ def bounded_layer(spec: Any) -> Any:
     return spec
 
 
-BoundedLayer = Annotated[LayerSpec, AfterValidator(bounded_layer)]
+def _top_level_name(spec: Any) -> Any:
+    for key in ("name", "inputs"):
+        value = getattr(spec, key, None)
+        for name in [value] if isinstance(value, str) else value or []:
+            if name[:1].isdigit():
+                raise keyed_error(key, f"{name!r} starts with a digit; names in model.layers "
+                                  "start with a letter or _ (inside a block a digit is fine: "
+                                  "the block's name comes first)")
+    return spec
+
+
+BlockLayer = Annotated[LayerSpec, AfterValidator(bounded_layer)]
+"""One layer of a block template, its parameters filled in: a layer spec within the bounds."""
+BoundedLayer = Annotated[LayerSpec, AfterValidator(bounded_layer), AfterValidator(_top_level_name)]
 """One item of `model.layers`: a layer spec within the size bounds."""
 
 
@@ -72,9 +86,31 @@ class BlockTemplate(Strict):
     params: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Any] = Field(
         default_factory=dict,
         description="Parameter names and their defaults (null: must be given at each use). "
-        "Layers refer to a parameter as `$name` (whole value) or `${name}` inside a string.")
+        "Layers refer to a parameter as `$name`, compute with `${expression}` (e.g. "
+        "`${in_channels * 4}`) and name layers with `${name}` inside a string; see \"Blocks\".")
+    inputs: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        default_factory=lambda: ["input"], min_length=1, description="The names its layers use "
+        "for the block's inputs; a use gives as many in its `inputs` (default: one, `input`).")
     layers: list[dict[str, Any]] = Field(
-        min_length=1, description="Layers of the block; `input` names the block's input.")
+        min_length=1, description="Layers of the block; the last one is its output.")
+
+    @field_validator("params")
+    @classmethod
+    def _not_builtin(cls, params: dict) -> dict:
+        from cnnctl.model.graph import BUILTIN_NAMES  # the names every block sees
+
+        taken = [k for k in params if k in BUILTIN_NAMES]
+        if taken:
+            raise ValueError(f"{', '.join(taken)} is a name every block has "
+                             f"({', '.join(BUILTIN_NAMES)}); call the parameter something else")
+        return params
+
+    @field_validator("inputs")
+    @classmethod
+    def _distinct(cls, inputs: list[str]) -> list[str]:
+        if len(set(inputs)) != len(inputs):
+            raise ValueError(f"names an input twice (got {inputs})")
+        return inputs
 
 
 class Backbone(Strict):
@@ -90,13 +126,21 @@ class Backbone(Strict):
 
 class ModelConfig(Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN)] = Field("model", description="Keras model name.")
-    input_shape: list[Size] = Field(min_length=1, max_length=3,
-                                           description="Height, width, channels.")
+    input_shape: list[Size | None] = Field(
+        min_length=1, max_length=3, description="Height, width, channels; null height and "
+        "width take images of any size (the data's image_size sets the training size).")
     backbone: Backbone | None = None
     blocks: dict[Annotated[str, Field(pattern=NAME_PATTERN)], BlockTemplate] = Field(
         default_factory=dict, description="Reusable layer groups with parameters (see below).")
     layers: list[BoundedLayer] = Field(default_factory=list, description="The network, in order "
                                        "(see layer types below); after the backbone if there is one.")
+
+    @field_validator("input_shape")
+    @classmethod
+    def _known_channels(cls, shape: list) -> list:
+        if shape[-1] is None:
+            raise ValueError(f"the last entry (the channels) must be a number (got {shape})")
+        return shape
 
     @model_validator(mode="before")
     @classmethod
@@ -176,12 +220,6 @@ def _range(value: Any) -> Any:
 Factor = Annotated[Union[Annotated[NonNegativeFloat, Field(allow_inf_nan=False)], tuple[Finite, Finite]],
                    BeforeValidator(_range)]
 FillMode = Literal["reflect", "wrap", "constant", "nearest"]
-
-
-def keyed_error(key: str, message: str) -> PydanticCustomError:
-    """A model validator's error about one key of its model: the error is reported at that key
-    (`augmentation.layers[0].factor`), not at the model, even where the key is not in the file."""
-    return PydanticCustomError("keyed_value_error", "{message}", {"key": key, "message": message})
 
 
 class AugmentBase(Strict):
@@ -356,6 +394,10 @@ class LossConfig(Strict):
         "`loss: NAME` is short for `loss: {name: NAME}`.")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Move this much of the "
                                    "target probability to the other classes.")
+    from_logits: bool = Field(False, description="The model's last layer gives logits (no "
+                              "softmax or sigmoid, as in tutorials ending in `Dense(10)`): the "
+                              "loss applies it, and predict, eval, report and export give "
+                              "probabilities.")
 
     @model_validator(mode="before")
     @classmethod

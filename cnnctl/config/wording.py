@@ -12,7 +12,7 @@ from typing import Annotated, Any, Union
 import pydantic
 
 from cnnctl.config import yaml_source
-from cnnctl.config.layer_specs import KERAS_LAYER_NAMES, LAYER_SPECS, NAME_PATTERN
+from cnnctl.config.layer_specs import KERAS_LAYER_NAMES, LAYER_NAME_PATTERN, LAYER_SPECS, NAME_PATTERN
 from cnnctl.config.schema import AUGMENT_KEYS, AUGMENT_SPECS, AugmentBase
 from cnnctl.errors import ConfigError, ConfigIssue
 
@@ -262,6 +262,7 @@ _MESSAGES = {
 
 _PATTERNS = {
     NAME_PATTERN: "must be a name of letters, digits and underscores, not starting with a digit",
+    LAYER_NAME_PATTERN: "must be a name of letters, digits and underscores",
     r"^[A-Za-z0-9_.-]+$": "must be letters, digits, '_', '.' and '-' only",
 }
 

@@ -49,10 +49,20 @@ def image_spec(input_shape, image_size=None, color_mode: str | None = None) -> I
     Raises:
         CnnctlError: the shapes or colour mode do not fit together.
     """
-    shape = tuple(int(d) for d in input_shape)
+    shape = tuple(None if d is None else int(d) for d in input_shape)
     if len(shape) != 3 or shape[2] not in (1, 3):
         raise ConfigValueError("model.input_shape", f"images need [height, width, channels] "
                                f"with 1 (grayscale) or 3 (rgb) channels; got {list(shape)}")
+    if None in shape[:2]:  # a model of any image size: the data says which one to load
+        if image_size is None:
+            raise ConfigValueError("data.image_size", (
+                f"is needed: model.input_shape {list(shape)} leaves the image size open, and "
+                "images are loaded at one size; set data.image_size: [height, width]"))
+        fixed = [d for d, size in zip(shape[:2], image_size) if d is not None and d != size]
+        if fixed:
+            raise ConfigValueError("data.image_size", f"{list(image_size)} differs from "
+                                   f"model.input_shape {list(shape)}")
+        shape = (*image_size, shape[2])
     height, width, channels = shape
     if image_size is not None and tuple(image_size) != (height, width):
         raise ConfigValueError("data.image_size", f"{list(image_size)} differs from model.input_shape "

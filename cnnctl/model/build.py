@@ -47,41 +47,86 @@ def build_with_info(loaded: config_lib.LoadedConfig, *,
     `pretrained=False` leaves a backbone's weights random (same layers and parameter counts):
     enough to check a config, and needing no weights file or network."""
     cfg = loaded.config.model
-    infos: list[LayerInfo] = []
-    graph = graph_lib.expand(loaded)
-    inputs = keras.Input(shape=tuple(cfg.input_shape), name=graph_lib.INPUT)
-    tensors = {graph_lib.INPUT: inputs}
-    stack: list[keras.layers.Layer] = []
-    previous = graph_lib.INPUT
+    builder = _Builder(loaded, keras.Input(shape=tuple(cfg.input_shape), name=graph_lib.INPUT))
     if cfg.backbone is not None:
         base = _backbone(loaded, cfg.input_shape, pretrained)
         # model.layers follow the backbone: for them (and the blocks they use), `input` is its
         # output, whether named in `inputs` or implied as the first layer's input
-        tensors[base.name] = tensors[graph_lib.INPUT] = base(inputs)
-        stack.append(base)
-        infos.append(LayerInfo(base, f"backbone {cfg.backbone.name}", [tuple(inputs.shape)],
-                               tuple(tensors[base.name].shape)))
-        previous = base.name
-    for node in graph.nodes:
-        layer = LAYERS[node.spec.type](node.spec, node.name)
-        args = [tensors[n] for n in node.inputs]
+        out = base(builder.inputs)
+        builder.tensors[base.name] = builder.tensors[graph_lib.INPUT] = out
+        builder.stack.append(base)
+        builder.infos.append(LayerInfo(base, f"backbone {cfg.backbone.name}",
+                                       [tuple(builder.inputs.shape)], tuple(out.shape)))
+        builder.previous = base.name
+    # nodes are built while the graph is expanded where a block asks for its input's size
+    graph = graph_lib.expand(loaded, shape_of=builder.shape_of)
+    builder.build_pending(graph.nodes)
+    if graph.sequential:
+        return keras.Sequential([builder.inputs, *builder.stack], name=cfg.name), builder.infos
+    return keras.Model(builder.inputs, builder.tensors[builder.previous], name=cfg.name), builder.infos
+
+
+class _Builder:
+    """Keras layers for graph nodes, called on their inputs in order."""
+
+    def __init__(self, loaded: config_lib.LoadedConfig, inputs):
+        self.loaded, self.inputs = loaded, inputs
+        self.tensors = {graph_lib.INPUT: inputs}
+        self.stack: list[keras.layers.Layer] = []
+        self.infos: list[LayerInfo] = []
+        self.previous = graph_lib.INPUT
+        self.built = 0
+
+    def shape_of(self, name: str, nodes: list[graph_lib.Node]) -> tuple:
+        self.build_pending(nodes)
+        return tuple(self.tensors[name].shape)
+
+    def build_pending(self, nodes: list[graph_lib.Node]) -> None:
+        for node in nodes[self.built:]:
+            self._node(node)
+            self.built += 1
+
+    def _node(self, node: graph_lib.Node) -> None:
+        loaded = self.loaded
+        args = [self.tensors[n] for n in node.inputs]
         _check_window(loaded, node, args[0].shape)
+        _check_axis(loaded, node, args[0].shape)
         try:
-            tensors[node.name] = layer(args if len(args) > 1 else args[0])
-        except (ValueError, TypeError) as e:
-            if len(cfg.input_shape) == 2 and any(len(a.shape) == 3 for a in args):
+            layer = LAYERS[node.spec.type](node.spec, node.name)
+            output = layer(args if len(args) > 1 else args[0])
+        except Exception as e:  # noqa: BLE001  Keras raises many kinds; each is the config's fault
+            if len(loaded.config.model.input_shape) == 2 and any(len(a.shape) == 3 for a in args):
                 raise _no_channels(loaded) from None  # Keras: "expected min_ndim=4, found ndim=3"
             shapes = ", ".join(str(tuple(a.shape[1:])) for a in args)
             raise ConfigError([loaded.source.issue(node.path, (
                 f"{node.spec.type} {node.name!r} cannot take input of shape {shapes}: "
-                f"{_first_line(e)}") + _block_note(node))]) from None
-        stack.append(layer)
-        infos.append(LayerInfo(layer, node.spec.type, [tuple(a.shape) for a in args],
-                               tuple(tensors[node.name].shape)))
-        previous = node.name
-    if graph.sequential:
-        return keras.Sequential([inputs, *stack], name=cfg.name), infos
-    return keras.Model(inputs, tensors[previous], name=cfg.name), infos
+                f"{keras_reason(e)}") + _block_note(node))]) from None
+        self.tensors[node.name] = output
+        self.stack.append(layer)
+        self.infos.append(LayerInfo(layer, node.spec.type, [tuple(a.shape) for a in args],
+                                    tuple(output.shape)))
+        self.previous = node.name
+
+
+def _check_axis(loaded, node: graph_lib.Node, shape) -> None:
+    """Refuse an axis a layer's input does not have, or the batch axis, before Keras does."""
+    axis = getattr(node.spec, "axis", None)
+    if not isinstance(axis, int) or node.spec.type not in _AXIS_LAYERS:
+        return
+    ndim = len(shape)
+    if not -ndim <= axis < ndim:
+        problem = (f"axis {axis} is not an axis of its input of shape {tuple(shape[1:])} (with the "
+                   f"batch axis: {ndim} axes, so -{ndim}..{ndim - 1}); use -1 for the channels")
+    elif axis % ndim == 0:
+        problem = (f"axis {axis} is the batch axis of its input of shape {tuple(shape[1:])}; use "
+                   "-1 for the channels, or another image axis")
+    else:
+        return
+    raise ConfigError([loaded.source.issue(node.path + ("axis",), (
+        f"{node.spec.type} {node.name!r}: {problem}") + _block_note(node))])
+
+
+_AXIS_LAYERS = {"concatenate", "layer_norm", "batch_norm", "group_norm", "normalization"}
 
 
 def _check_window(loaded, node: graph_lib.Node, shape) -> None:
@@ -121,6 +166,25 @@ def _block_note(node: graph_lib.Node) -> str:
 
 def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def keras_reason(e: Exception) -> str:
+    """Keras's own reason for an error, on one line. A layer's call error reads
+    "Exception encountered when calling X.call().\\n\\n<reason>\\n\\nArguments received ...":
+    the reason is its third line, not its first."""
+    lines = [line.strip() for line in _ANSI.sub("", str(e)).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Exception encountered when calling"):
+        lines = lines[1:]
+    reason = []
+    for line in lines:
+        if line.startswith("Arguments received by"):
+            break
+        reason.append(line)
+    text = " ".join(reason) or type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def download_failure(error: Exception) -> str:

@@ -10,15 +10,21 @@ from cnnctl.config import load as config_lib
 from cnnctl.model import build as model_lib
 
 
-def layer_flops(layer: keras.layers.Layer, input_shape: tuple, output_shape: tuple) -> int:
-    """Forward FLOPs per example: 2 per multiply-accumulate of convolutions and dense layers.
+def layer_flops(layer: keras.layers.Layer, input_shape: tuple, output_shape: tuple) -> int | None:
+    """Forward FLOPs per example: 2 per multiply-accumulate of convolutions and dense layers;
+    None where they depend on an image size the model leaves open (`input_shape: [null, ...]`).
 
     Element-wise work (biases, activations, normalisation, pooling, merges) is not counted, as
     in the usual FLOP tables of CNN papers.
     """
     if isinstance(layer, keras.Model):
-        return sum(layer_flops(inner, _shape(inner, "input"), _shape(inner, "output"))
-                   for inner in layer.layers)
+        inner = [layer_flops(inner, _shape(inner, "input"), _shape(inner, "output"))
+                 for inner in layer.layers]
+        return None if None in inner else sum(inner)
+    if None in tuple(input_shape[1:-1]) + tuple(output_shape[1:-1]):
+        weighted = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                    keras.layers.SeparableConv2D, keras.layers.Conv2DTranspose, keras.layers.Dense)
+        return None if isinstance(layer, weighted) else 0
     if isinstance(layer, keras.layers.SeparableConv2D):
         positions = math.prod(output_shape[1:-1])
         return 2 * positions * (math.prod(layer.depthwise_kernel.shape)
@@ -74,8 +80,9 @@ def describe(loaded: config_lib.LoadedConfig) -> dict:
             "type": info.type,
             "output_shape": list(info.output_shape[1:]),
             "params": int(info.layer.count_params()),
-            "flops": int(layer_flops(info.layer, info.input_shapes[0], info.output_shape)),
+            "flops": layer_flops(info.layer, info.input_shapes[0], info.output_shape),
         })
+    flops = [layer["flops"] for layer in layers]
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
     return {
         "config": loaded.file,
@@ -86,7 +93,7 @@ def describe(loaded: config_lib.LoadedConfig) -> dict:
         "params": int(model.count_params()),
         "trainable_params": int(trainable),
         "non_trainable_params": int(model.count_params() - trainable),
-        "flops": sum(layer["flops"] for layer in layers),
+        "flops": None if None in flops else int(sum(flops)),
         "layers": layers,
     }
 
@@ -95,8 +102,9 @@ def format_table(info: dict) -> str:
     """The human-readable form of `describe`'s result."""
     rows = [("layer", "type", "output shape", "params", "FLOPs")]
     for layer in info["layers"]:
+        flops = "?" if layer["flops"] is None else _si(layer["flops"]) if layer["flops"] else "-"
         rows.append((layer["name"], layer["type"], str(tuple(layer["output_shape"])),
-                     f"{layer['params']:,}", _si(layer["flops"]) if layer["flops"] else "-"))
+                     f"{layer['params']:,}", flops))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     line = "  ".join("-" * w for w in widths)
     out = [f"{info['model']} ({info['kind']}) from {info['config']}",
@@ -109,7 +117,11 @@ def format_table(info: dict) -> str:
     out.append(line)
     out.append(f"params: {info['params']:,} (trainable {info['trainable_params']:,}, "
                f"non-trainable {info['non_trainable_params']:,})")
-    out.append(f"forward FLOPs per example: {info['flops']:,} ({_si(info['flops'])})")
+    if info["flops"] is None:
+        out.append("forward FLOPs per example: depend on the image size (model.input_shape "
+                   "leaves it open)")
+    else:
+        out.append(f"forward FLOPs per example: {info['flops']:,} ({_si(info['flops'])})")
     return "\n".join(out)
 
 

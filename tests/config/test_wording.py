@@ -224,8 +224,8 @@ def test_unknown_activation_and_optimizer(config_errors):
         optimizer: {name: adm}
         """) == [
         "4: model.layers[0].activation: must be one of 'linear', 'relu', 'relu6', 'leaky_relu', "
-        "'elu', 'selu', 'gelu', 'swish', 'silu', 'hard_swish', 'sigmoid', 'hard_sigmoid', 'tanh', "
-        "'softmax' or 'softplus' (did you mean 'relu'?) (got 'reluu')",
+        "'elu', 'selu', 'gelu', 'swish', 'silu', 'hard_swish', 'hard_silu', 'mish', 'sigmoid', "
+        "'hard_sigmoid', 'tanh', 'hard_tanh', 'softsign', 'softmax' or 'softplus' (did you mean 'relu'?) (got 'reluu')",
         "5: optimizer.name: must be one of 'adam', 'adamw', 'sgd' or 'rmsprop' (did you mean 'adam'?) (got 'adm')",
     ]
 
@@ -256,8 +256,8 @@ def test_names_say_what_they_may_contain(config_errors):
         """) == [
         "4: model.blocks.1x: the key must be a name of letters, digits and underscores, not "
         "starting with a digit (got '1x')",
-        "6: model.layers[0].name: must be a name of letters, digits and underscores, not "
-        "starting with a digit (got 'my-flatten')",
+        "6: model.layers[0].name: must be a name of letters, digits and underscores "
+        "(got 'my-flatten')",
         "7: run.name: must be letters, digits, '_', '.' and '-' only (got 'my run')",
     ]
 
@@ -291,7 +291,7 @@ def test_all_errors_reported_at_once_sorted_by_line(config_errors):
 def test_did_you_mean_ignores_case_and_keras_spellings():
     from typing import get_args
 
-    from cnnctl.config.layer_specs import Activation, Initializer
+    from cnnctl.config.layer_specs import Activation, InitializerName as Initializer
 
     assert wording.did_you_mean("Relu", get_args(Activation)) == " (did you mean 'relu'?)"
     assert wording.did_you_mean("LeakyReLU", get_args(Activation)) == " (did you mean 'leaky_relu'?)"
@@ -311,8 +311,8 @@ def test_names_in_another_case_suggest_the_lowercase_name(config_errors):
         loss: CategoricalCrossentropy
         """) == [
         "4: model.layers[0].activation: must be one of 'linear', 'relu', 'relu6', 'leaky_relu', "
-        "'elu', 'selu', 'gelu', 'swish', 'silu', 'hard_swish', 'sigmoid', 'hard_sigmoid', 'tanh', "
-        "'softmax' or 'softplus' (did you mean 'relu'?) (got 'Relu')",
+        "'elu', 'selu', 'gelu', 'swish', 'silu', 'hard_swish', 'hard_silu', 'mish', 'sigmoid', "
+        "'hard_sigmoid', 'tanh', 'hard_tanh', 'softsign', 'softmax' or 'softplus' (did you mean 'relu'?) (got 'Relu')",
         "5: optimizer.name: must be one of 'adam', 'adamw', 'sgd' or 'rmsprop' (did you mean 'adam'?) (got 'Adam')",
         "6: loss.name: must be one of 'categorical_crossentropy', 'sparse_categorical_crossentropy' or "
         "'binary_crossentropy' (did you mean 'categorical_crossentropy'?) (got 'CategoricalCrossentropy')",

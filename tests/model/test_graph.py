@@ -176,7 +176,8 @@ def test_undeclared_parameter(build_error):
         - {block: basic}
     """)
     assert message == (f"{path}:7: model.blocks.basic.layers[0].strides: unknown parameter "
-                       "$stride; block 'basic' has parameters: filters")
+                       "$stride; block 'basic' has parameters: filters [block 'basic' used at "
+                       "model.layers[0]]")
 
 
 def test_duplicate_name_from_a_block(build_error):

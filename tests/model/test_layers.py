@@ -7,6 +7,7 @@ import pytest
 
 from cnnctl.backend import keras
 from cnnctl.config.layer_specs import LAYER_SPECS
+from cnnctl.model.extra_layers import DropPath, LayerScale
 from cnnctl.model.layers import LAYERS
 
 L = keras.layers
@@ -105,6 +106,35 @@ LAYER_CASES = [
      lambda: [L.ZeroPadding2D(((0, 1), (2, 3)))]),
     ("rescaling", [4, 4, 3], ["{type: rescaling, scale: 0.5, offset: -1}"],
      lambda: [L.Rescaling(0.5, offset=-1.0)]),
+    ("rescaling-per-channel", [4, 4, 3], ["{type: rescaling, scale: [0.5, 1, 2], offset: [0, 1, 2]}"],
+     lambda: [L.Rescaling([0.5, 1.0, 2.0], offset=[0.0, 1.0, 2.0])]),
+    ("conv2d-groups", [8, 8, 4], ["{type: conv2d, filters: 8, groups: 2}"],
+     lambda: [L.Conv2D(8, 3, groups=2)]),
+    ("conv2d-initializers-with-arguments", [8, 8, 3],
+     ["{type: conv2d, filters: 4, initializer: {name: variance_scaling, scale: 2.0, mode: fan_out, "
+      "distribution: truncated_normal}, bias_initializer: {name: constant, value: 0.1}}"],
+     lambda: [L.Conv2D(4, 3, kernel_initializer=keras.initializers.VarianceScaling(
+         2.0, mode="fan_out", distribution="truncated_normal"),
+         bias_initializer=keras.initializers.Constant(0.1))]),
+    ("dense-bias-initializer", [6], ["{type: dense, units: 3, bias_initializer: ones}"],
+     lambda: [L.Dense(3, bias_initializer="ones")]),
+    ("dropout-noise-shape", [4, 4, 3], ["{type: dropout, rate: 0.2, noise_shape: [null, 1, 1, 3]}"],
+     lambda: [L.Dropout(0.2, noise_shape=(None, 1, 1, 3))]),
+    ("batch_norm-axis", [4, 4, 3], ["{type: batch_norm, axis: 1}"],
+     lambda: [L.BatchNormalization(axis=1)]),
+    ("group_norm", [4, 4, 8], ["{type: group_norm, groups: 4, epsilon: 1.0e-5}"],
+     lambda: [L.GroupNormalization(groups=4, epsilon=1e-5)]),
+    ("normalization", [4, 4, 3], ["{type: normalization, mean: [1, 2, 3], variance: [4, 5, 6]}"],
+     lambda: [L.Normalization(mean=[1.0, 2.0, 3.0], variance=[4.0, 5.0, 6.0])]),
+    ("normalization-unadapted", [4, 4, 3], ["{type: normalization}"],
+     lambda: [L.Normalization()]),
+    ("prelu", [4, 4, 3], ["{type: prelu, shared_axes: [1, 2]}"],
+     lambda: [L.PReLU(shared_axes=[1, 2])]),
+    ("cropping2d", [8, 8, 3], ["{type: cropping2d, cropping: [[1, 0], [2, 1]]}"],
+     lambda: [L.Cropping2D(((1, 0), (2, 1)))]),
+    ("layer_scale", [4, 4, 3], ["{type: layer_scale, init_value: 0.5}"],
+     lambda: [LayerScale(0.5)]),
+    ("drop_path", [4, 4, 3], ["{type: drop_path, rate: 0.1}"], lambda: [DropPath(0.1)]),
     ("resizing", [8, 12, 3],
      ["{type: resizing, height: 16, width: 12, interpolation: nearest, crop_to_aspect_ratio: true}"],
      lambda: [L.Resizing(16, 12, interpolation="nearest", crop_to_aspect_ratio=True)]),
@@ -118,12 +148,16 @@ MERGE_CASES = [
      (4, 6)),
     ("concatenate-axis", "{type: concatenate, name: merged, inputs: [a, b], axis: 1}",
      lambda: L.Concatenate(axis=1), (4, 4)),
+    ("subtract", "{type: subtract, name: merged, inputs: [a, b]}", lambda: L.Subtract(), (4, 4)),
+    ("average", "{type: average, name: merged, inputs: [a, b]}", lambda: L.Average(), (4, 4)),
+    ("maximum", "{type: maximum, name: merged, inputs: [a, b]}", lambda: L.Maximum(), (4, 4)),
+    ("minimum", "{type: minimum, name: merged, inputs: [a, b]}", lambda: L.Minimum(), (4, 4)),
 ]
 
 
 def test_registry_keys_are_the_schema_layer_tags():
     assert set(LAYERS) == set(LAYER_SPECS)
-    assert len(LAYERS) == 23
+    assert len(LAYERS) == 33
 
 
 def test_every_layer_type_is_compared_with_keras():
@@ -179,7 +213,10 @@ def test_layer_options_reach_keras(build_yaml, model_yaml):
 MINIMAL_SPECS = {"conv2d": {"filters": 2}, "separable_conv2d": {"filters": 2},
                  "conv2d_transpose": {"filters": 2}, "dense": {"units": 2}, "dropout": {"rate": 0.1},
                  "spatial_dropout2d": {"rate": 0.1}, "activation": {"activation": "relu"},
-                 "reshape": {"target_shape": [4]}, "rescaling": {"scale": 1.0},
+                 "reshape": {"target_shape": [4]}, "drop_path": {"rate": 0.1},
+                 "cropping2d": {"cropping": 1}, "subtract": {"inputs": ["a", "b"]},
+                 "average": {"inputs": ["a", "b"]}, "maximum": {"inputs": ["a", "b"]},
+                 "minimum": {"inputs": ["a", "b"]}, "rescaling": {"scale": 1.0},
                  "resizing": {"height": 4, "width": 4}, "add": {"inputs": ["a", "b"]},
                  "multiply": {"inputs": ["a", "b"]}, "concatenate": {"inputs": ["a", "b"]}}
 
