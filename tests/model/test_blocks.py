@@ -272,7 +272,7 @@ def test_template_errors_are_reported_once_with_their_uses(build_error):
         f"{path}:11: model.blocks.inner.layers[1].rate: must be < 1.0 (got 1.5) [block 'inner' used "
         "at model.layers[0], model.layers[1] via model.blocks.outer.layers[0], model.layers[2]]",
         f"{path}:12: model.blocks.inner.layers[2].filters: ${{f * widht}}: unknown parameter "
-        "$widht; block 'inner' has parameters: f [block 'inner' used at model.layers[0], "
+        "$widht (did you mean 'in_width'?); block 'inner' has parameters: f [block 'inner' used at model.layers[0], "
         "model.layers[1] via model.blocks.outer.layers[0], model.layers[2]]",
     ]
 
