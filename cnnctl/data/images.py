@@ -37,6 +37,10 @@ class ImageSpec:
         return (self.height, self.width, self.channels)
 
 
+def _yaml_list(shape) -> str:
+    return "[" + ", ".join("null" if d is None else str(d) for d in shape) + "]"
+
+
 def image_spec(input_shape, image_size=None, color_mode: str | None = None) -> ImageSpec:
     """How to convert images for a model with this input shape.
 
@@ -56,12 +60,12 @@ def image_spec(input_shape, image_size=None, color_mode: str | None = None) -> I
     if None in shape[:2]:  # a model of any image size: the data says which one to load
         if image_size is None:
             raise ConfigValueError("data.image_size", (
-                f"is needed: model.input_shape {list(shape)} leaves the image size open, and "
+                f"is needed: model.input_shape {_yaml_list(shape)} leaves the image size open, and "
                 "images are loaded at one size; set data.image_size: [height, width]"))
         fixed = [d for d, size in zip(shape[:2], image_size) if d is not None and d != size]
         if fixed:
             raise ConfigValueError("data.image_size", f"{list(image_size)} differs from "
-                                   f"model.input_shape {list(shape)}")
+                                   f"model.input_shape {_yaml_list(shape)}")
         shape = (*image_size, shape[2])
     height, width, channels = shape
     if image_size is not None and tuple(image_size) != (height, width):
