@@ -220,6 +220,10 @@ def _issue(source, schema, err, prefix, line_path) -> _Found:
     if isinstance(value, str) and yaml_source.TUPLE_TEXT.fullmatch(value):  # `kernel_size: (3, 3)`
         msg, got, via_union = yaml_source.tuple_message(value[1:-1].split(",")), "", False
     full = tuple(prefix) + tuple(path)
+    if isinstance(value, str) and "$" in value and kind != "string_pattern_mismatch" and (
+            full[:2] == ("model", "layers")):  # `filters: $f` outside a block template
+        msg, got, via_union = (f"{value!r} is a block parameter or expression: `$name` and "
+                               "`${...}` work inside the layers of model.blocks templates only"), "", False
     if any(full[:len(o)] == o for o in source.overridden):
         issue = ConfigIssue("--set", None, yaml_source.format_path(full), msg)
     else:

@@ -377,3 +377,13 @@ def test_parameters_may_not_take_the_built_in_names(config_errors):
         """) == ["5: model.blocks.b.params: in_channels is a name every block has (in_channels, "
                  "in_height, in_width, copy, copies, block_index, block_count); call the parameter "
                  "something else"]
+
+
+def test_parameters_outside_a_template_say_where_they_work(config_errors):
+    assert config_errors("""
+        model:
+          input_shape: [8, 8, 3]
+          layers:
+            - {type: conv2d, filters: "${2 * 4}"}
+        """) == ["4: model.layers[0].filters: '${2 * 4}' is a block parameter or expression: "
+                 "`$name` and `${...}` work inside the layers of model.blocks templates only"]
