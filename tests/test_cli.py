@@ -58,8 +58,8 @@ BAD = {
         "    - {type: conv2d, filters: 32, kernel_size: 3, activation: relu}",
         "    - {type: conv2d, filters: 32, kernel_size: 3, activaton: relu}",
         "6: model.layers[0].activaton: unknown key 'activaton' (did you mean 'activation'?); "
-        "allowed keys: activation, dilation_rate, filters, initializer, inputs, kernel_size, l2, "
-        "name, padding, repeat, strides, type, use_bias"),
+        "allowed keys: activation, bias_initializer, dilation_rate, filters, groups, initializer, "
+        "inputs, kernel_size, l2, name, padding, repeat, strides, type, use_bias, when"),
     "misspelt layer type": (
         "{type: dense, units: 64", "{type: Dense, units: 64",
         "12: model.layers[6].type: unknown layer type 'Dense' (did you mean 'dense'?)"),
