@@ -12,7 +12,7 @@ from typing import Any
 from cnnctl.config import load as config_lib
 from cnnctl.config import schema as schema_lib
 from cnnctl.config import wording
-from cnnctl.config.layer_specs import BlockCall, LayerBase
+from cnnctl.config.layer_specs import LAYER_SPECS, BlockCall, LayerBase, MergeBase
 from cnnctl.config.yaml_source import format_path
 from cnnctl.errors import ConfigError, ConfigIssue
 from cnnctl.model import expressions
@@ -24,6 +24,8 @@ BUILTIN_NAMES = ("in_channels", "in_height", "in_width", "copy", "copies", "bloc
 _WHOLE_PARAM = re.compile(r"^\$(\w+)$|^\$\{([^{}]+)\}$")
 _INNER_EXPRESSION = re.compile(r"\$\{([^{}]+)\}")
 _MAX_USES_SHOWN = 3
+# the layer types that read several inputs
+MERGES = frozenset(tag for tag, cls in LAYER_SPECS.items() if issubclass(cls, MergeBase))
 
 ShapeOf = Callable[[str, list], "tuple | None"]
 """`shape_of(name, nodes)`: the output shape of the layer `name`, the `nodes` expanded so far
@@ -121,6 +123,10 @@ class Expander:
         graph = Graph(self.nodes, sequential=not self.explicit_inputs)
         if not self._issue_count():
             self._dead_layers(graph)
+        if not self._issue_count() and not self.nodes and self.loaded.config.model.backbone is None:
+            self.issues.append(self.source.issue(("model", "layers"), (
+                "the model has no layers: every layer is left out (`when: false`, `repeat: 0`) "
+                "or none is given; add one, e.g. - {type: dense, units: 10, activation: softmax}")))
         self._merge_template_issues()
         if self.issues:
             raise ConfigError(self.issues)
@@ -134,6 +140,13 @@ class Expander:
         inputs = self._resolve_inputs(spec.inputs, path, scope, chain)
         if inputs is None:
             if spec.name:  # later references to it are not errors of their own
+                scope.aliases[spec.name] = scope.previous
+            return
+        if len(inputs) > 1 and spec.type not in MERGES:
+            self._report(path + ("inputs",), f"{spec.type} reads one input but `inputs` names "
+                         f"{len(inputs)}; merge them first (with {', '.join(sorted(MERGES))})",
+                         chain)
+            if spec.name:
                 scope.aliases[spec.name] = scope.previous
             return
         if not spec.when or spec.repeat == 0:  # left out: its name stands for its input

@@ -125,8 +125,16 @@ def augmentation_layers(augmentation, *, seed: int | None = None) -> list["keras
     random_translation's `factor` stands for both height_factor and width_factor; random_crop
     is pad-and-crop, see `RandomPadCrop`.
     """
-    return [_augment_layer(spec, None if seed is None else seed + i)
-            for i, spec in enumerate(augmentation.layers)]
+    layers = []
+    for i, spec in enumerate(augmentation.layers):
+        try:
+            layers.append(_augment_layer(spec, None if seed is None else seed + i))
+        except ValueError as e:  # Keras's own range checks (a brightness factor within [-1, 1])
+            from cnnctl.model.build import keras_reason  # build imports this module
+
+            raise ConfigValueError(f"augmentation.layers[{i}]",
+                                   f"{spec.type}: {keras_reason(e)}") from None
+    return layers
 
 
 def _augment_layer(spec, seed):

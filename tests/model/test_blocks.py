@@ -387,3 +387,27 @@ def test_parameters_outside_a_template_say_where_they_work(config_errors):
             - {type: conv2d, filters: "${2 * 4}"}
         """) == ["4: model.layers[0].filters: '${2 * 4}' is a block parameter or expression: "
                  "`$name` and `${...}` work inside the layers of model.blocks templates only"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model:\n  input_shape: [4]\n  layers:\n    - {type: dense, units: 2, when: false}\n",
+     ":3: model.layers: the model has no layers: every layer is left out (`when: false`, "
+     "`repeat: 0`) or none is given; add one, e.g. - {type: dense, units: 10, activation: softmax}"),
+    ("model:\n  input_shape: [3]\n  layers:\n"
+     "    - {type: activation, activation: relu, inputs: [input, input]}\n",
+     ":4: model.layers[0].inputs: activation reads one input but `inputs` names 2; merge them "
+     "first (with add, average, concatenate, maximum, minimum, multiply, subtract)"),
+], ids=["every-layer-left-out", "two-inputs-to-one-input-layer"])
+def test_graphs_keras_cannot_build_are_located(build_error, text, message):
+    path, error = build_error(text)
+    assert error == path + message
+
+
+def test_augmentation_values_keras_refuses_are_located(cnnctl, write_yaml):
+    path = write_yaml("model:\n  input_shape: [8, 8, 1]\n  layers: [{type: flatten}]\n"
+                      "augmentation:\n  layers:\n    - {type: random_brightness, factor: 1.5}\n")
+    result = cnnctl("check", path)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"{path}:6: augmentation.layers[0]: random_brightness: The `factor` argument should be a "
+        "number (or a list of two numbers) in the range [-1, 1]. Received: factor=1.5")
