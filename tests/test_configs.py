@@ -30,12 +30,18 @@ PARAMS = {
     "resnet20_cifar10": 274_042,
     "unet": 482_067,
     "cifar10_fast": 1_975_072,
+    # RegNetX002 as keras.applications had it before Keras 3 (which has no RegNet); its
+    # layer-by-layer equality is in tests/model/test_applications.py
+    "regnetx_002": 2_705_640,
 }
 # configs that rebuild a keras.applications network, and how Keras builds it
 APPLICATIONS = {
     "vgg16": lambda: keras.applications.VGG16(weights=None),
     "resnet50": lambda: keras.applications.ResNet50(weights=None),
     "mobilenet": lambda: keras.applications.MobileNet(weights=None),
+    "efficientnet_b0": lambda: keras.applications.EfficientNetB0(weights=None),
+    "convnext_tiny": lambda: keras.applications.ConvNeXtTiny(weights=None),
+    "mobilenet_v3_small": lambda: keras.applications.MobileNetV3Small(weights=None),
 }
 L = keras.layers
 
@@ -91,7 +97,7 @@ def test_param_counts(checked, name):
 def test_classifier_outputs(checked):
     for name in ALL:
         if name != "unet":
-            classes = 1 if name == "cats_vs_dogs" else 1000 if name in APPLICATIONS else 10
+            classes = 1 if name == "cats_vs_dogs" else 1000 if name in APPLICATIONS or name == "regnetx_002" else 10
             assert checked(name)["output_shape"] == [classes], name
     assert checked("unet")["output_shape"] == [128, 128, 3]  # a class distribution per pixel
 
