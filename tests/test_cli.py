@@ -118,8 +118,9 @@ BAD = {
     "activation in another case": (
         "units: 64, activation: relu}", "units: 64, activation: Relu}",
         "12: model.layers[6].activation: must be one of 'linear', 'relu', 'relu6', 'leaky_relu', "
-        "'elu', 'selu', 'gelu', 'swish', 'silu', 'hard_swish', 'sigmoid', 'hard_sigmoid', 'tanh', "
-        "'softmax' or 'softplus' (did you mean 'relu'?) (got 'Relu')"),
+        "'elu', 'selu', 'gelu', 'swish', 'silu', 'hard_swish', 'hard_silu', 'mish', 'sigmoid', "
+        "'hard_sigmoid', 'tanh', 'hard_tanh', 'softsign', 'softmax' or 'softplus' (did you mean "
+        "'relu'?) (got 'Relu')"),
     "parentheses for a list": (
         "{type: conv2d, filters: 32, kernel_size: 3,", "{type: conv2d, filters: 32, kernel_size: (3, 3),",
         "6: model.layers[0].kernel_size: (3, 3) is not a YAML list; write [3, 3]"),
@@ -243,8 +244,9 @@ def test_real_process_bad_config_exit_2_no_traceback(tmp_path):
     assert proc.stdout == ""
     assert proc.stderr.splitlines() == [
         f"{path}:4: model.layers[0].activation: must be one of 'linear', 'relu', 'relu6', "
-        "'leaky_relu', 'elu', 'selu', 'gelu', 'swish', 'silu', 'hard_swish', 'sigmoid', "
-        "'hard_sigmoid', 'tanh', 'softmax' or 'softplus' (did you mean 'softmax'?) (got 'softmaxx')"]
+        "'leaky_relu', 'elu', 'selu', 'gelu', 'swish', 'silu', 'hard_swish', 'hard_silu', 'mish', "
+        "'sigmoid', 'hard_sigmoid', 'tanh', 'hard_tanh', 'softsign', 'softmax' or 'softplus' (did "
+        "you mean 'softmax'?) (got 'softmaxx')"]
     assert "Traceback" not in proc.stderr
 
 

@@ -401,8 +401,9 @@ def configs(draw, wrong: int | None = None) -> dict:
                 layer["inputs"] = first + draw(st.lists(
                     st.sampled_from(visible + ["nope"] * chance(draw, wrong)),
                     min_size=count or (1 if wrong else 2 - len(first)), max_size=count or 2))
-            elif chance(draw, 15):
-                layer["inputs"] = [draw(st.sampled_from(visible))]
+            elif chance(draw, 15):  # two of them for a layer that takes one, now and then
+                layer["inputs"] = draw(st.lists(st.sampled_from(visible), min_size=1,
+                                                max_size=1 + chance(draw, 30)))
         if wrong and chance(draw, 5):  # `$p` outside a template: an error at its line
             key = draw(st.sampled_from(sorted(layer)))
             layer[key] = draw(reference(list(layer)))
