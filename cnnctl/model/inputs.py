@@ -94,6 +94,11 @@ def front_layers(config, *, every_augmentation: bool = False) -> list["keras.lay
     """
     shape = tuple(config.model.input_shape)
     front = []
+    if config.augmentation.layers and len(shape) != 3:
+        raise ConfigValueError("augmentation.layers", (
+            "augmentation works on images, and model.input_shape "
+            f"[{', '.join('null' if d is None else str(d) for d in shape)}] is not "
+            "[height, width, channels]"))
     if config.augmentation.placement == "model" or every_augmentation:
         front += augmentation_layers(config.augmentation, seed=config.train.seed)
         for i, spec in enumerate(config.augmentation.layers):

@@ -411,3 +411,13 @@ def test_augmentation_values_keras_refuses_are_located(cnnctl, write_yaml):
     assert result.stderr.strip() == (
         f"{path}:6: augmentation.layers[0]: random_brightness: The `factor` argument should be a "
         "number (or a list of two numbers) in the range [-1, 1]. Received: factor=1.5")
+
+
+def test_augmentation_needs_images(cnnctl, write_yaml):
+    path = write_yaml("model:\n  input_shape: [4]\n  layers:\n  - {type: dense, units: 3, "
+                      "activation: softmax}\naugmentation:\n  layers:\n"
+                      "  - {type: random_crop, height: 8, width: 8}\n")
+    result = cnnctl("check", path)
+    assert (result.exit_code, result.stderr.strip()) == (2, (
+        f"{path}:6: augmentation.layers: augmentation works on images, and model.input_shape [4] "
+        "is not [height, width, channels]"))
