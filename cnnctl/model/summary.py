@@ -58,7 +58,8 @@ def describe(loaded: config_lib.LoadedConfig) -> dict:
     The augmentation and preprocessing layers are built too (they are not part of the
     description), so that their mistakes are found without data; where the data set's classes
     are known without reading it (`sources.known_class_names`), the output layer and the loss
-    are checked against them.
+    are checked against them; whether the output layer gives what the loss reads (logits or
+    probabilities, `loss.from_logits`) is checked always.
 
     Raises:
         ConfigError: located at the line of the field that does not fit.
@@ -73,6 +74,7 @@ def describe(loaded: config_lib.LoadedConfig) -> dict:
     class_names = sources.known_class_names(loaded.config.data)
     if class_names:
         classes.check_output(loaded, model.output_shape[-1], class_names)
+    classes.check_logits(loaded, model)  # needs only the model and the loss
     layers = []
     for info in infos:
         layers.append({

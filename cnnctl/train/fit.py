@@ -42,6 +42,12 @@ def _check_classes(loaded, model: keras.Model, class_names: list[str]) -> None:
     classes.check_output(loaded, model.output_shape[-1], class_names)
 
 
+def _check_logits(loaded, model: keras.Model) -> None:
+    from cnnctl.model import classes  # as `cnnctl check` does: before minutes of data loading
+
+    classes.check_logits(loaded, model)
+
+
 class Interrupted(CnnctlError):
     """Training was stopped by a signal after writing a backup."""
 
@@ -107,6 +113,7 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
     scaled = spread.effective(cfg)  # global batch size and learning rates of all replicas
     with _precision(cfg.train.mixed_precision), spread.scope:
         model = model_lib.assemble(loaded)
+        _check_logits(loaded, model)
         splits = data_lib.load(scaled, input_shape=tuple(cfg.model.input_shape),
                                label_mode=optim.label_mode(cfg),
                                multiple=spread.replicas if spread.kind == "data_parallel" else 1,
@@ -355,6 +362,12 @@ def _final_metrics(model, path: Path, splits, cfg: schema_lib.Config, fresh: boo
     out = {"epochs": len(rows), "best_checkpoint": str(best),
            "test_time_augmentation": cfg.train.test_time_augmentation}
     if cfg.train.test_time_augmentation == "flip":
+        if cfg.loss.from_logits:  # average probabilities, as `cnnctl eval` does, not logits
+            from cnnctl.use import trained
+
+            model = trained.with_probabilities(model, optim.probability_activation(cfg))
+            probabilities = cfg.loss.model_copy(update={"from_logits": False})
+            cfg = cfg.model_copy(update={"loss": probabilities})
         model = model_lib.with_flip_tta(model)
         model.compile(loss=optim.loss(cfg), metrics=optim.metrics(cfg))
     for name, ds in (("val", splits.val), ("test", splits.test)):

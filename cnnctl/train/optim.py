@@ -28,32 +28,80 @@ def label_mode(config: schema_lib.Config) -> str:
 
 
 def loss(config: schema_lib.Config) -> keras.losses.Loss:
+    """The loss of a config; with `loss.from_logits` it applies softmax (sigmoid) itself."""
     spec, mode = config.loss, label_mode(config)
+    common = {"from_logits": spec.from_logits, "name": spec.name}
     if mode == "binary":
-        return keras.losses.BinaryCrossentropy(label_smoothing=spec.label_smoothing, name=spec.name)
+        return keras.losses.BinaryCrossentropy(label_smoothing=spec.label_smoothing, **common)
     if mode == "categorical":
-        return keras.losses.CategoricalCrossentropy(label_smoothing=spec.label_smoothing,
-                                                    name=spec.name)
-    return keras.losses.SparseCategoricalCrossentropy(name=spec.name)
+        return keras.losses.CategoricalCrossentropy(label_smoothing=spec.label_smoothing, **common)
+    return keras.losses.SparseCategoricalCrossentropy(**common)
+
+
+def probability_activation(config: schema_lib.Config) -> str:
+    """What turns the logits of a `loss.from_logits` model into probabilities: the function
+    its loss applies (sigmoid for binary_crossentropy, else softmax)."""
+    return "sigmoid" if config.loss.name == "binary_crossentropy" else "softmax"
 
 
 def metrics(config: schema_lib.Config) -> list:
+    """The metrics of a config, as Keras metrics; each reads probabilities, so with
+    `loss.from_logits` the ones that threshold or rank probabilities get them from the logits
+    (accuracy and top-k, an argmax, are the same on either)."""
     mode = label_mode(config)
+    logits = config.loss.from_logits
+    activation = probability_activation(config)
     out = []
     for m in config.metrics:
         if m.name == "accuracy":
-            out.append("accuracy")
+            # Keras picks binary accuracy, a 0.5 threshold, for a 1-unit output: 0 for logits
+            out.append(keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)
+                       if logits and mode == "binary" else "accuracy")
         elif m.name == "top_k_accuracy":
             cls = (keras.metrics.SparseTopKCategoricalAccuracy if mode == "int"
                    else keras.metrics.TopKCategoricalAccuracy)
             out.append(cls(k=m.k, name=f"top{m.k}_accuracy"))
-        elif m.name == "precision":
-            out.append(keras.metrics.Precision(name="precision"))
-        elif m.name == "recall":
-            out.append(keras.metrics.Recall(name="recall"))
-        elif m.name == "auc":
-            out.append(keras.metrics.AUC(name="auc"))
+        elif logits:
+            cls = {"precision": PrecisionOfLogits, "recall": RecallOfLogits, "auc": AUCOfLogits}
+            out.append(cls[m.name](activation=activation, name=m.name))
+        else:
+            cls = {"precision": keras.metrics.Precision, "recall": keras.metrics.Recall,
+                   "auc": keras.metrics.AUC}
+            out.append(cls[m.name](name=m.name))
     return out
+
+
+class _OfLogits:
+    """A Keras metric of probabilities, given a model's logits: `activation` (softmax or
+    sigmoid, what the loss applies) turns them into the probabilities it reads. Keras's own
+    `from_logits` of AUC applies sigmoid to each output, which is not softmax's ranking."""
+
+    def __init__(self, *args, activation: str = "softmax", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.activation = activation
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_pred = (keras.ops.sigmoid(y_pred) if self.activation == "sigmoid"
+                  else keras.ops.softmax(y_pred, axis=-1))
+        return super().update_state(y_true, y_pred, sample_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation}
+
+
+@keras.saving.register_keras_serializable(package="cnnctl")
+class PrecisionOfLogits(_OfLogits, keras.metrics.Precision):
+    """keras.metrics.Precision of softmax (sigmoid) of the logits."""
+
+
+@keras.saving.register_keras_serializable(package="cnnctl")
+class RecallOfLogits(_OfLogits, keras.metrics.Recall):
+    """keras.metrics.Recall of softmax (sigmoid) of the logits."""
+
+
+@keras.saving.register_keras_serializable(package="cnnctl")
+class AUCOfLogits(_OfLogits, keras.metrics.AUC):
+    """keras.metrics.AUC of softmax (sigmoid) of the logits."""
 
 
 @keras.saving.register_keras_serializable(package="cnnctl")

@@ -20,7 +20,8 @@ MOST_CONFUSED = 10
 
 # --- scoring ---------------------------------------------------------------------------------
 
-def evaluate(model: keras.Model, dataset, class_names: list[str]) -> dict:
+def evaluate(model: keras.Model, dataset, class_names: list[str],
+             from_logits: bool | None = None) -> dict:
     """Predict every batch of `dataset` and score the predictions against its labels.
 
     Images and labels are taken from the same pass over the data, so a dataset that reshuffles
@@ -31,6 +32,7 @@ def evaluate(model: keras.Model, dataset, class_names: list[str]) -> dict:
         dataset: batches of (images, labels); labels are class indices [B], one-hot [B, C]
             or, for a 1-unit model, 0/1 values [B] or [B, 1].
         class_names: the names of the model's classes, in output order.
+        from_logits: whether the model outputs logits; None: see `report_from_predictions`.
 
     Returns:
         See `report_from_predictions`.
@@ -46,18 +48,21 @@ def evaluate(model: keras.Model, dataset, class_names: list[str]) -> dict:
         labels.append(np.asarray(batch_labels))
     if not outputs:
         raise CnnctlError("no images to evaluate: point the data section at a split with images")
-    return report_from_predictions(np.concatenate(labels), np.concatenate(outputs), class_names)
+    return report_from_predictions(np.concatenate(labels), np.concatenate(outputs), class_names,
+                                   from_logits)
 
 
 def report_from_predictions(labels: np.ndarray, outputs: np.ndarray,
-                            class_names: list[str]) -> dict:
+                            class_names: list[str], from_logits: bool | None = None) -> dict:
     """Score model outputs against labels.
 
     Args:
         labels: class indices [N], one-hot [N, C], or 0/1 [N] / [N, 1] for a 1-unit output.
-        outputs: probabilities [N, C] (softmax) or [N, 1] (sigmoid); logits are recognised by
-            values outside [0, 1] (or rows not summing to 1) and turned into probabilities.
+        outputs: probabilities [N, C] (softmax) or [N, 1] (sigmoid), or logits.
         class_names: C names (two for a 1-unit output).
+        from_logits: whether `outputs` are logits (softmax / sigmoid turns them into
+            probabilities); None, for a model whose training is not known (a bare .keras file):
+            logits are recognised by values outside [0, 1] (or rows not summing to 1).
 
     Returns:
         {"accuracy", "loss" (mean cross-entropy, without label smoothing or weight
@@ -87,9 +92,10 @@ def report_from_predictions(labels: np.ndarray, outputs: np.ndarray,
     if len(labels) != n:
         raise ValueError(f"{len(labels)} labels for {n} predictions")
 
-    # float16 softmax rows (mixed precision) can miss 1 by ~1e-3, hence the loose tolerance
-    from_logits = bool(outputs.min() < 0 or outputs.max() > 1 or (
-        not binary and np.abs(outputs.sum(axis=1) - 1).max() > 1e-2))
+    if from_logits is None:
+        # float16 softmax rows (mixed precision) can miss 1 by ~1e-3, hence the loose tolerance
+        from_logits = bool(outputs.min() < 0 or outputs.max() > 1 or (
+            not binary and np.abs(outputs.sum(axis=1) - 1).max() > 1e-2))
     probs = keras.ops.convert_to_numpy(
         keras.ops.sigmoid(outputs) if binary else keras.ops.softmax(outputs, axis=-1)
     ) if from_logits else outputs
@@ -308,7 +314,7 @@ def run(path: Path, *, split: str = "test", data_dir: Path | None = None,
     if data_dir is None:
         runs.check_run_dir(path)
     model, class_names = opened.model, opened.class_names
-    input_shape = tuple(model.input_shape[1:])
+    input_shape = opened.input_shape
     label_mode = "binary" if model.output_shape[-1] == 1 else "int"
     if data_dir is not None:
         # a folder of class subfolders, read like a test folder of the run's data
@@ -342,6 +348,8 @@ def run(path: Path, *, split: str = "test", data_dir: Path | None = None,
     if dataset is None:
         raise CnnctlError(f"{path}: the run has no {split} split (set data.validation_split or "
                           "data.val_dir / data.test_dir when training); try --split test")
-    report = evaluate(model, dataset, class_names)
+    # a run's model gives probabilities (open_model adds the softmax of a from_logits run)
+    report = evaluate(model, dataset, class_names,
+                      from_logits=False if opened.gives_probabilities else None)
     report["test_time_augmentation"] = tta
     return report, class_names, write_report(report, class_names, files)

@@ -34,6 +34,16 @@ def network_of(model: keras.Model) -> tuple[keras.Model, list]:
     return model, []
 
 
+def finish(model: keras.Model, network: keras.Model, outputs):
+    """The model's output from its network's: the outer layers after the network (the
+    softmax of a logits run, a float32 cast) applied to `outputs`."""
+    if network is model:
+        return outputs
+    for layer in model.layers[model.layers.index(network) + 1:]:
+        outputs = layer(outputs)
+    return outputs
+
+
 def _feature_layers(network: keras.Model) -> list[keras.layers.Layer]:
     """Layers whose output is a feature map [B, H, W, C] (conv, pooling, activations ...)."""
     return [layer for layer in network.layers if not isinstance(layer, keras.layers.InputLayer)
@@ -103,6 +113,7 @@ def gradcam(model: keras.Model, images: np.ndarray, layer: str | None = None,
     probe = probe_model(network, target)
     with tf.GradientTape() as tape:
         maps, probs = probe(x, training=False)
+        probs = finish(model, network, probs)
         chosen = (np.argmax(probs.numpy(), axis=-1) if class_index is None
                   else np.asarray(class_index))
         score = tf.reduce_sum(tf.gather(probs, chosen, axis=1, batch_dims=1))
@@ -134,6 +145,7 @@ def cam(model: keras.Model, images: np.ndarray,
              if isinstance(network, keras.Sequential)
              else keras.Model(network.inputs, [pool.input, network.outputs[0]]))
     maps, probs = probe(x, training=False)
+    probs = finish(model, network, probs)
     maps, probs = keras.ops.convert_to_numpy(maps), keras.ops.convert_to_numpy(probs)
     chosen = np.argmax(probs, axis=-1) if class_index is None else np.asarray(class_index)
     kernel = keras.ops.convert_to_numpy(tail[-1].kernel)  # [C, classes]

@@ -41,7 +41,8 @@ def run(path, inputs: list[str], *, top_k: int = 3, plot=None, batch_size: int =
                            lambda p: outputs.is_png_of(p, "predict"), what="a prediction sheet (PNG)")
     opened = trained.open_model(path)
     model, class_names, color_mode = opened.model, opened.class_names, opened.color_mode
-    results = predict(model, class_names, inputs, top_k, batch_size, color_mode)
+    results = predict(model, class_names, inputs, top_k, batch_size, color_mode,
+                      input_shape=opened.input_shape)
     if plot is not None:
         from cnnctl import plots
 
@@ -57,7 +58,8 @@ def run(path, inputs: list[str], *, top_k: int = 3, plot=None, batch_size: int =
 
 
 def predict(model, class_names: list[str] | None, inputs: list[str], top_k: int = 3,
-            batch_size: int = 64, color_mode: str | None = None) -> list[dict]:
+            batch_size: int = 64, color_mode: str | None = None,
+            input_shape: tuple | None = None) -> list[dict]:
     """Predict the class of every image the inputs name.
 
     Args:
@@ -69,6 +71,8 @@ def predict(model, class_names: list[str] | None, inputs: list[str], top_k: int 
         top_k: how many labels to give per image (at most the number of classes).
         batch_size: images decoded and run through the model at a time.
         color_mode: `data.color_mode` of the training config, if set.
+        input_shape: [height, width, channels] to load images at; default: the model's
+            (`TrainedModel.input_shape` gives it for a model of any size).
 
     Returns:
         One dict per image, in input order: {"path", "top": [{"label", "prob"}, ...]} with the
@@ -78,7 +82,10 @@ def predict(model, class_names: list[str] | None, inputs: list[str], top_k: int 
     Raises:
         CnnctlError: the model is not an image classifier or class_names do not fit it.
     """
-    input_shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else ()
+    if input_shape is None:
+        input_shape = (tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list)
+                       else ())
+    input_shape = tuple(input_shape)
     if len(input_shape) != 3 or None in input_shape:
         raise CnnctlError(f"the model takes inputs of shape {model.input_shape}; predict needs "
                           "a model with one fixed-size image input [height, width, channels]")

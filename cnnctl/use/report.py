@@ -75,7 +75,8 @@ def build(run_dir, *, mistakes: int = 8, cams: int = 4, limit: int | None = None
     tta = metrics.get("test_time_augmentation") == "flip"
     scorer = model_lib.with_flip_tta(model) if tta else model
     probs = np.asarray(scorer.predict(x, verbose=0, batch_size=256))
-    scored = evaluate.report_from_predictions(y, probs, names)
+    scored = evaluate.report_from_predictions(
+        y, probs, names, from_logits=False if opened.gives_probabilities else None)
     try:
         environment = runs.read_environment(run_dir)
         environment_part = (f"<pre>{html.escape(json.dumps(environment, indent=2))}</pre>"

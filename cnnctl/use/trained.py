@@ -18,20 +18,31 @@ from cnnctl import runs
 from cnnctl.backend import keras
 from cnnctl.data import images
 from cnnctl.errors import CnnctlError
+from cnnctl.train import optim
 
 
 @dataclasses.dataclass
 class TrainedModel:
-    """A loaded model with what its training said about its inputs."""
+    """A loaded model with what its training said about its inputs and outputs."""
 
-    model: object  # keras.Model, loaded in safe mode
+    model: object  # keras.Model, loaded in safe mode; of a from_logits run, with its softmax
     class_names: list[str] | None  # from class_names.json, when the run has one
     color_mode: str | None  # the run's data.color_mode (None: from the model's channels)
     run_dir: Path | None  # the run directory the model belongs to, if any
+    image_size: tuple[int, int] | None = None  # the run's data.image_size, if it set one
+    # the run's config says what the model outputs, and `model` gives probabilities; False:
+    # a bare .keras file, whose outputs are taken for logits when they do not look like
+    # probabilities
+    gives_probabilities: bool = False
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.model.input_shape[1:])
+        """The [height, width, channels] images are loaded at: the model's, or, for a model of
+        any size (`input_shape: [null, null, C]`), the run's data.image_size."""
+        shape = tuple(self.model.input_shape[1:])
+        if None in shape[:2] and self.image_size is not None:
+            return (*self.image_size, shape[2])
+        return shape
 
     def labels(self) -> list[str]:
         """The class names, else "0", "1", ... for each output."""
@@ -65,8 +76,13 @@ def run_dir_of(path: Path) -> Path | None:
 def open_model(path) -> TrainedModel:
     """Load a run's model (or a .keras file) with its class names and colour mode.
 
+    Of a run trained with `loss.from_logits: true` it gives the trained logits model with the
+    softmax (sigmoid for binary_crossentropy) its loss applied, so every command gets
+    probabilities; the checkpoints themselves stay as trained. A model of any image size
+    (`model.input_shape: [null, null, C]`) takes its images at the run's data.image_size.
+
     A run whose config.yaml no longer validates still opens: only a `data.color_mode`
-    other than the channels' default is lost then.
+    other than the channels' default, the image size and the softmax of logits are lost then.
 
     Raises:
         CnnctlError: see `load_model`, `check_classifier` (not an image classifier) and
@@ -74,17 +90,31 @@ def open_model(path) -> TrainedModel:
     """
     path = Path(path)
     model = load_model(path)
-    check_classifier(model, _model_file(path))
     class_names = class_names_for(path)
     run_dir = run_dir_of(path)
-    color_mode = None
+    config = None
     if run_dir is not None:
         try:
             config = runs.load_config(run_dir).config
         except CnnctlError:
             config = None
-        color_mode = config.data.color_mode if config is not None and config.data else None
-    return TrainedModel(model, class_names, color_mode, run_dir)
+    data = config.data if config is not None else None
+    image_size = tuple(data.image_size) if data is not None and data.image_size else None
+    check_classifier(model, _model_file(path), sized_by_config=image_size is not None)
+    if config is not None and config.loss.from_logits:
+        model = with_probabilities(model, optim.probability_activation(config))
+    return TrainedModel(model, class_names, data.color_mode if data is not None else None,
+                        run_dir, image_size, gives_probabilities=config is not None)
+
+
+def with_probabilities(model: keras.Model, activation: str) -> keras.Model:
+    """`model` (a logits model) with `activation` (softmax or sigmoid) after its output; the
+    same layers and weights, so heat maps and feature maps see the trained network."""
+    names = {layer.name for layer in model.layers}
+    name = next(n for n in ("probabilities", *(f"probabilities_{i}" for i in range(1, 99)))
+                if n not in names)
+    outputs = keras.layers.Activation(activation, name=name)(model.outputs[0])
+    return keras.Model(model.inputs[0], outputs, name=model.name)
 
 
 def _model_file(path: Path) -> Path:
@@ -197,6 +227,7 @@ def load_model(path: Path) -> keras.Model:
     file = _model_file(Path(path))
     _check_archive(file)
     try:
+        from cnnctl.model import extra_layers  # noqa: F401  registers LayerScale, DropPath
         from cnnctl.model import inputs  # noqa: F401  registers cnnctl's own layers (RandomPadCrop)
 
         model = keras.saving.load_model(file, safe_mode=True, compile=False)
@@ -228,9 +259,10 @@ def _shape(tensor) -> str:
     return "[" + ", ".join(str(d) for d in tuple(tensor.shape)) + "]"
 
 
-def check_classifier(model, path) -> None:
+def check_classifier(model, path, sized_by_config: bool = False) -> None:
     """Refuse, in one line naming `path`, a model that is not an image classifier cnnctl can
-    use: one input [batch, height, width, 1 or 3] of fixed size, one output [batch, classes].
+    use: one input [batch, height, width, 1 or 3] of fixed size (or of any size, when
+    `sized_by_config`: its run's data.image_size says the size), one output [batch, classes].
 
     Raises:
         CnnctlError: what the model has instead, and what cnnctl works with.
@@ -247,7 +279,7 @@ def check_classifier(model, path) -> None:
     if len(shape) != 4:
         raise CnnctlError(f"{path}: the model's input {shapes} is not an image "
                           f"[batch, height, width, channels]; {CAN_DO}")
-    if any(d is None for d in shape[1:3]):
+    if any(d is None for d in shape[1:3]) and not sized_by_config:
         raise CnnctlError(f"{path}: the model's input {shapes} has no fixed height and width; "
                           "cnnctl resizes images to the model's input size: save the model "
                           "with a fixed input shape")

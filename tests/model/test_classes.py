@@ -96,5 +96,6 @@ def test_check_refuses_binary_crossentropy_for_ten_classes(write_yaml):
 ])
 def test_check_says_nothing_where_the_classes_are_not_known_cheaply(write_yaml, data, model_yaml):
     info = summary.describe(config_lib.load(write_yaml(
-        model_yaml([8, 8, 1], ["{type: flatten}", "{type: dense, units: 7}"]) + f"data: {data}\n")))
+        model_yaml([8, 8, 1], ["{type: flatten}", "{type: dense, units: 7, activation: softmax}"])
+        + f"data: {data}\n")))
     assert info["output_shape"] == [7]

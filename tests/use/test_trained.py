@@ -212,3 +212,36 @@ def test_class_names_for(tmp_path):
         trained.class_names_for(run)
     assert str(e.value) == (f"{run}/class_names.json is not a JSON list of strings; fix it or "
                             "delete it and pass the class names another way")
+
+
+@pytest.mark.slow
+def test_a_model_of_any_size_takes_its_images_at_the_runs_image_size(tmp_path, cnn_yaml,
+                                                                     train_yaml, cnnctl):
+    config = cnn_yaml(
+        name="any_size", input_shape="[null, null, 1]",
+        layers=["{type: conv2d, filters: 8, kernel_size: 3, activation: relu}",
+                "{type: global_avg_pool2d}", "{type: dense, units: 10, activation: softmax}"],
+        data='{source: npz, path: "cnnctl://fashion_mnist_small.npz", image_size: [28, 28], '
+             'max_train_samples: 500, max_test_samples: 100}',
+        train="{epochs: 1, batch_size: 64, seed: 0, tensorboard: false}")
+    run = train_yaml(config, tmp_path / "any_size.yaml", tmp_path / "run")["run_dir"]
+    opened = trained.open_model(run)
+    assert opened.model.input_shape == (None, None, None, 1)
+    assert opened.input_shape == (28, 28, 1)
+
+    evaluated = cnnctl("eval", run, "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["num_samples"] == 100
+    image = tmp_path / "shirt.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 31), np.uint8)).save(image)
+    predicted = cnnctl("predict", run, image, "--json")
+    assert predicted.exit_code == 0, predicted.output
+    assert len(json.loads(predicted.stdout)[0]["top"]) == 3
+
+    # without its run there is no size to read images at
+    alone = tmp_path / "alone.keras"
+    shutil.copy(run / "checkpoints" / "best.keras", alone)
+    with pytest.raises(CnnctlError) as e:
+        trained.open_model(alone)
+    assert str(e.value).startswith(f"{alone}: the model's input [None, None, None, 1] has no "
+                                   "fixed height and width")
