@@ -96,9 +96,9 @@ def test_every_command_gives_one_file_the_same_probabilities(grey_run, tmp_path,
     seen = {}
     real = evaluate.report_from_predictions
 
-    def spy(y, outputs, names):
+    def spy(y, outputs, names, from_logits=None):
         seen["report"] = (np.asarray(y), np.asarray(outputs))
-        return real(y, outputs, names)
+        return real(y, outputs, names, from_logits)
 
     monkeypatch.setattr(evaluate, "report_from_predictions", spy)
     report.run(grey_run, tmp_path / "report.html")
