@@ -171,7 +171,9 @@ def _activation_of(layer: keras.layers.Layer) -> str | None:
         return "softmax"
     if not isinstance(layer, _WEIGHTED):
         return None
-    activation = layer.get_config().get("activation")
+    # the function's own name (relu, softmax, linear): get_config() would serialize the layer,
+    # which imports TensorFlow whatever the backend
+    activation = getattr(getattr(layer, "activation", None), "__name__", None)
     return activation if isinstance(activation, str) else None
 
 
