@@ -62,7 +62,7 @@ def test_block_index_and_count_give_each_copy_its_rate(build_yaml):
     assert rates == pytest.approx({"first_drop": 0.0, "stage_2_drop": 0.15, "stage_3_drop": 0.225})
 
 
-def test_left_out_layers_pass_their_input_on(build_yaml):
+def test_left_out_layers_pass_their_input_on(build_yaml, inbound):
     model = build_yaml("""\
     model:
       input_shape: [8, 8, 4]
@@ -82,17 +82,12 @@ def test_left_out_layers_pass_their_input_on(build_yaml):
     """)
     names = [layer.name for layer in model.layers]
     assert "same_shortcut" not in names and "down_shortcut" in names
-    assert [n.name for n in _inbound(model, "same_add")] == ["same_conv", "input"]
+    assert inbound(model, "same_add") == ["same_conv", "input"]
     assert not any(isinstance(layer, L.Conv2D) and layer.filters == 3 for layer in model.layers)
     assert model.output_shape == (None, 4 * 4 * 8)
 
 
-def _inbound(model, name):
-    node = model.get_layer(name)._inbound_nodes[0]
-    return [t._keras_history.operation for t in node.input_tensors]
-
-
-def test_a_block_with_two_inputs_and_a_second_output(build_yaml):
+def test_a_block_with_two_inputs_and_a_second_output(build_yaml, inbound):
     model = build_yaml("""\
     model:
       input_shape: [16, 16, 3]
@@ -115,7 +110,7 @@ def test_a_block_with_two_inputs_and_a_second_output(build_yaml):
         - {type: concatenate, inputs: [pooled, pooled_joined]}
     """)
     assert model.get_layer("u1_joined").output.shape == (None, 16, 16, 16)
-    assert [n.name for n in _inbound(model, "u1_joined")] == ["u1_2x", "c1"]
+    assert inbound(model, "u1_joined") == ["u1_2x", "c1"]
     assert model.output_shape == (None, 8 + 16)
 
 
