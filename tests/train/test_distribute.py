@@ -219,13 +219,11 @@ def test_a_killed_worker_restarted_with_the_same_command_resumes_from_the_backup
     out, err = chief.communicate(timeout=120)
     assert chief.returncode == 75, err[-3000:]
     assert "Traceback" not in err
-    # TensorFlow names one of two causes, depending on whether the heartbeat check or the
-    # socket notices the dead worker first
-    causes = ("Error reported from /job:worker/task:1: The following tasks are unhealthy (stopped "
-              "sending heartbeats): /job:worker/replica:0/task:1", "recvmsg:Connection reset by peer")
+    # the cause is TensorFlow's own words and depends on which check notices the dead worker
+    # first (the heartbeat, a reset socket, a closed socket): the line around it is ours
     assert re.fullmatch(
         re.escape("worker 0: another worker of the cluster stopped (Collective ops is aborted "
-                  "by: ") + "(" + "|".join(map(re.escape, causes)) + ")" +
+                  "by: ") + r"[^\n]+" +
         re.escape(f"); the newest backup is kept ({cluster.run / 'backup'}, epoch 2, step 0). "
                   "Start every worker again with the same command to resume the run"),
         err.strip().splitlines()[-1]), err.strip().splitlines()[-1]
