@@ -358,6 +358,83 @@ def data_check(
         print(datacheck.format_report(report))
 
 
+class TuneGroup(typer.core.TyperGroup):
+    """`cnnctl tune CONFIG ...` runs a study; `cnnctl tune status STUDY` shows one: a first
+    argument that is not a subcommand's name is the CONFIG of `run`."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().resolve_command(ctx, args)
+
+    def format_usage(self, ctx, formatter):
+        formatter.write_usage("cnnctl tune", "CONFIG [OPTIONS]  |  cnnctl tune status STUDY")
+
+
+tune_app = typer.Typer(cls=TuneGroup, no_args_is_help=True, rich_markup_mode=None,
+                       help="Hyperparameter search over a config's tune.space, with Optuna.")
+app.add_typer(tune_app, name="tune")
+
+
+@tune_app.command("run", cls=SetCommand)
+@user_errors
+def tune_run(
+    config: ConfigArg,
+    set_: SetOption = None,
+    trials: Annotated[Optional[int], typer.Option(
+        "--trials", min=1, metavar="N", help="Trials in the study, those done before included (default: tune.trials).")] = None,
+    timeout: Annotated[Optional[float], typer.Option(
+        "--timeout", min=1, metavar="S", help="Start no new trial after S seconds (default: tune.timeout).")] = None,
+    study: Annotated[Optional[str], typer.Option(
+        "--study", metavar="NAME", help="The study's name (default: tune.study, else the config's file name).")] = None,
+    storage: Annotated[Optional[str], typer.Option(
+        "--storage", metavar="URL", help="Optuna storage shared by several machines, e.g. "
+        "postgresql://user:pass@host/db (default: SQLite in the study folder).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, metavar="K", help="Trials trained side by side on this machine.")] = 1,
+) -> None:
+    """Search tune.space: each trial a run under the study folder, trained in its own process,
+    pruned at epoch ends; killed and run again, the study continues where it stopped."""
+    from cnnctl.config import load as config_lib
+
+    loaded = config_lib.load(config, set_)
+    from cnnctl.tune import space as space_lib
+    from cnnctl.tune import study as study_lib
+    from cnnctl.tune import workers
+
+    plan = study_lib.plan(loaded, study=study, storage=storage, trials=trials, timeout=timeout)
+    space_lib.check(loaded)
+    budget = f"{plan.trials} trials" if plan.trials else "no trial limit"
+    if plan.timeout:
+        budget += f", new trials for {plan.timeout:g} s"
+    print(f"study {plan.name} in {plan.folder}: {plan.tune.metric} ({plan.direction}), {budget}, "
+          f"{jobs} at a time, sampler {plan.tune.sampler.name}, pruner {plan.tune.pruner.name}")
+    found, ended = workers.search(plan, jobs=jobs)
+    print(study_lib.format_table(found, plan.folder, plan.tune.metric))
+    print(f"written: {plan.folder / study_lib.TRIALS_CSV}, {plan.folder / study_lib.BEST}, "
+          f"{plan.folder / study_lib.PLOTS}/")
+    print(f"next: cnnctl train {plan.folder / study_lib.BEST}  |  cnnctl report {plan.folder}")
+
+
+@tune_app.command("status")
+@user_errors
+def tune_status(
+    folder: Annotated[Path, typer.Argument(help="A study folder (studies/<study>).", show_default=False, metavar="STUDY")],
+    storage: Annotated[Optional[str], typer.Option(
+        "--storage", metavar="URL", help="The study's storage, where it is not the one in study.json.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the trials as JSON.")] = False,
+) -> None:
+    """The trials of a study (state, value, parameters, epochs, duration, run) and the best;
+    writes trials.csv, best.yaml and the plots again."""
+    from cnnctl.tune import study as study_lib
+
+    found, info = study_lib.load(folder, storage)
+    if as_json:
+        print(json.dumps(study_lib.rows(found, folder), indent=2))
+    else:
+        print(study_lib.format_table(found, folder, info.get("metric", "value")))
+    study_lib.write_results(found, folder)
+
+
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of config files (for editors: yaml-language-server)."""

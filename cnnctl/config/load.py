@@ -135,3 +135,24 @@ def _override_value(item: str, raw: str, key: str = "") -> Any:
         raise CnnctlError(f"--set {item!r}: {'; '.join(i.message for i in e.issues)}") from None
 
 
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """`path: old -> new` for every value that differs between two config dumps
+    (`Config.model_dump(mode="json")`)."""
+    def flat(value, prefix=""):
+        if isinstance(value, dict):
+            out = {}
+            for k, v in value.items():
+                out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
+            return out
+        if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+            out = {}
+            for i, v in enumerate(value):
+                out.update(flat(v, f"{prefix}[{i}]"))
+            return out
+        return {prefix: value}
+
+    a, b = flat(old), flat(new)
+    return [f"{k}: {a.get(k, 'absent')} -> {b.get(k, 'absent')}"
+            for k in sorted(set(a) | set(b)) if a.get(k, "absent") != b.get(k, "absent")]

@@ -475,6 +475,105 @@ class RunConfig(Strict):
         "continue training from them; it triples their size with adam).")
 
 
+SEARCH_KINDS = ("uniform", "log_uniform", "int_uniform", "log_int_uniform", "choice")
+
+
+class SearchDistribution(Strict):
+    """One entry of `tune.space`: how a trial draws the value of one config path."""
+
+    uniform: list[Finite] | None = Field(None, min_length=2, max_length=2, description="[low, high]: any number between.")
+    log_uniform: list[Annotated[PositiveFloat, Field(allow_inf_nan=False)]] | None = Field(
+        None, min_length=2, max_length=2, description="[low, high], both above 0, drawn evenly on a "
+        "log scale (learning rates, weight decay).")
+    int_uniform: list[int] | None = Field(None, min_length=2, max_length=2, description="[low, high]: a whole number between, both included.")
+    log_int_uniform: list[PositiveInt] | None = Field(
+        None, min_length=2, max_length=2, description="[low, high], whole numbers above 0, on a log scale (widths).")
+    choice: list[Any] | None = Field(None, min_length=1, description="One of these values: numbers, "
+                                     "strings (e.g. block template names), lists or mappings.")
+    step: Annotated[PositiveFloat, Field(allow_inf_nan=False)] | None = Field(
+        None, description="uniform, int_uniform: only low, low + step, low + 2 step, ... up to high.")
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        given = [kind for kind in SEARCH_KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(SEARCH_KINDS)} (got "
+                             f"{', '.join(given) or 'none'}), e.g. {{log_uniform: [1.0e-4, 1.0e-1]}}")
+        kind = given[0]
+        if kind != "choice":
+            low, high = getattr(self, kind)
+            if not low < high:
+                raise keyed_error(kind, f"low ({low}) must be below high ({high})")
+        if self.step is not None:
+            if kind not in ("uniform", "int_uniform"):
+                raise keyed_error("step", f"only uniform and int_uniform take a step (this is {kind})")
+            if kind == "int_uniform" and self.step != int(self.step):
+                raise keyed_error("step", f"int_uniform needs a whole-number step (got {self.step})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in SEARCH_KINDS if getattr(self, kind) is not None)
+
+
+class TuneSampler(Strict):
+    name: Literal["tpe", "random", "grid", "cmaes", "qmc"] = Field(
+        "tpe", description="Optuna's sampler: tpe (default), random, grid (every choice combined; "
+        "choices only), cmaes (numbers only), qmc. `sampler: random` is short for `{name: random}`.")
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = Field(None, description="Seeds the sampler: the same study draws the same trials.")
+    options: dict[str, Any] = Field(default_factory=dict, description="More keyword arguments of "
+                                    "the Optuna sampler, e.g. {n_startup_trials: 5} for tpe.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class TunePruner(Strict):
+    name: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = Field(
+        "median", description="Optuna's pruner, fed the metric at every epoch end: median (default), "
+        "percentile, successive_halving, hyperband, none. `pruner: none` is short for `{name: none}`.")
+    options: dict[str, Any] = Field(default_factory=dict, description="More keyword arguments of "
+                                    "the Optuna pruner, e.g. {n_startup_trials: 2, n_warmup_steps: 1} for median.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class TuneConfig(Strict):
+    """`cnnctl tune`: the hyperparameter search over this config."""
+
+    metric: str = Field("val_accuracy", description="What a trial scores: a column of history.csv "
+                        "(val_accuracy, val_loss, accuracy, ...); val_* is read from best.keras at the end.")
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="null: maximize accuracy, AUC, precision and recall; minimize losses.")
+    trials: Count | None = Field(20, description="Trials in the study, counting the ones done before a resume (null: until the timeout).")
+    timeout: Annotated[PositiveFloat, Field(allow_inf_nan=False)] | None = Field(
+        None, description="Seconds after which `cnnctl tune` starts no new trial (running ones finish).")
+    study: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = Field(
+        None, description="The study's name (default: the config file's name).")
+    dir: str = Field("studies", description="Studies are written to DIR/<study>/: study.db, trials/, best.yaml, trials.csv, plots.")
+    sampler: TuneSampler = Field(default_factory=TuneSampler)
+    pruner: TunePruner = Field(default_factory=TunePruner)
+    space: dict[str, SearchDistribution] = Field(
+        min_length=1, description="Config path -> distribution, e.g. optimizer.learning_rate: "
+        "{log_uniform: [1.0e-4, 1.0e-1]}, model.layers[3].rate: {uniform: [0.1, 0.5]}, "
+        "train.batch_size: {choice: [32, 64, 128]}.")
+
+    @model_validator(mode="after")
+    def _some_budget(self):
+        if self.trials is None and self.timeout is None:
+            raise keyed_error("trials", "give trials, timeout or both: with neither the search never ends")
+        if self.metric.startswith("test_"):
+            raise keyed_error("metric", f"{self.metric}: choosing hyperparameters on the test split "
+                              "makes its figures optimistic; tune on a val_* metric (set "
+                              "data.validation_split if the data has no validation split)")
+        return self
+
+
 class Config(Strict):
     """A whole cnnctl config file."""
 
@@ -486,13 +585,14 @@ class Config(Strict):
     metrics: list[MetricConfig] = Field(default_factory=lambda: [MetricConfig(name="accuracy")])
     train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    tune: TuneConfig | None = Field(None, description="The search of `cnnctl tune` (`cnnctl train` ignores it).")
 
 
 def json_schema() -> dict:
     """The JSON Schema of a config file, for editors (yaml-language-server)."""
     schema = Config.model_json_schema()
     # `optimizer: NAME`, `loss: NAME` and `metrics: [NAME]` are short for `{name: NAME}`
-    for name in ("OptimizerConfig", "LossConfig", "MetricConfig"):
+    for name in ("OptimizerConfig", "LossConfig", "MetricConfig", "TuneSampler", "TunePruner"):
         full = schema["$defs"][name]
         short = {"type": "string", "enum": full["properties"]["name"]["enum"]}
         schema["$defs"][name] = {"anyOf": [short, full]}

@@ -59,11 +59,15 @@ class NumericalFailure(CnnctlError):
 
 
 def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
-          resume: Path | None = None, verbose: int | None = None) -> dict:
+          resume: Path | None = None, verbose: int | None = None,
+          extra_callbacks: list | None = None) -> dict:
     """Train the model of a config and write a run directory, or resume an interrupted run.
 
     With train.distribute: multi_worker, a worker other than the chief trains in lockstep with it
     but writes to a temporary folder, removed at the end; it reads the chief's backup to resume.
+
+    `extra_callbacks` run after cnnctl's own, at each epoch end once its backup is written (a
+    tuning trial's pruning): one that sets `model.stop_training` ends the run there, finished.
 
     Returns:
         {"run_dir" (None on a worker other than the chief), "metrics", "seconds", "epochs",
@@ -92,16 +96,17 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
     distribute.agree(spread, *((backup[0]["epoch"], backup[0]["step"]) if backup else (0, 0)))
     with loaded.located():  # a value that fails in data loading, the model or compile
         if spread.chief:
-            return _train(loaded, spread, run_dir, backup, verbose)
+            return _train(loaded, spread, run_dir, backup, verbose, extra=extra_callbacks or [])
         scratch = Path(tempfile.mkdtemp(prefix=f"cnnctl-{spread.task.replace(' ', '-')}-"))
         try:
-            return _train(loaded, spread, run_dir, backup, verbose, scratch=scratch)
+            return _train(loaded, spread, run_dir, backup, verbose, scratch=scratch,
+                          extra=extra_callbacks or [])
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbose,
-           scratch: Path | None = None) -> dict:
+           scratch: Path | None = None, extra: list = ()) -> dict:
     """train() once the strategy is set up; `scratch`: where a worker other than the chief writes."""
     cfg = loaded.config
     keras.utils.set_random_seed(cfg.train.seed)
@@ -157,7 +162,8 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
                                       lockstep=spread.kind == "multi_worker")
         # Keras's own progress bar counts the steps of each fit() call; ours counts the run's
         progress = logs.Progress(verbose, spe, cfg.train.epochs) if verbose else None
-        fit = dict(validation_data=splits.val, callbacks=callbacks + ([progress] if progress else []),
+        fit = dict(validation_data=splits.val,
+                   callbacks=callbacks + list(extra) + ([progress] if progress else []),
                    verbose=0, shuffle=False)
         try:
             with distribute.lost_workers(spread, path):
@@ -205,7 +211,7 @@ def _fit(model, splits, named: dict, cfg, fit: dict, epoch: int, step: int, spe:
         if named["averaged"] and named["averaged"].raw is not None:
             named["averaged"].restore_raw()  # fit() left the average in the model
         epoch += 1
-    if epoch < cfg.train.epochs and not _stopped(named):
+    if epoch < cfg.train.epochs and not _stopped(named) and not model.stop_training:
         model.fit(splits.train_from(epoch, 0), initial_epoch=epoch, epochs=cfg.train.epochs,
                   steps_per_epoch=spe, **fit)
 
@@ -315,22 +321,7 @@ def _resumable(loaded: config_lib.LoadedConfig, run_dir: Path) -> tuple[dict, Pa
 
 def config_diff(old: schema_lib.Config, new: schema_lib.Config) -> list[str]:
     """`path: old -> new` for every value that differs between two configs."""
-    def flat(value, prefix=""):
-        if isinstance(value, dict):
-            out = {}
-            for k, v in value.items():
-                out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
-            return out
-        if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
-            out = {}
-            for i, v in enumerate(value):
-                out.update(flat(v, f"{prefix}[{i}]"))
-            return out
-        return {prefix: value}
-
-    a, b = flat(old.model_dump(mode="json")), flat(new.model_dump(mode="json"))
-    return [f"{k}: {a.get(k, 'absent')} -> {b.get(k, 'absent')}"
-            for k in sorted(set(a) | set(b)) if a.get(k, "absent") != b.get(k, "absent")]
+    return config_lib.differences(old.model_dump(mode="json"), new.model_dump(mode="json"))
 
 
 def _truncate_history(history: Path, epoch: int) -> None:
