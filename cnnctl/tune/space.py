@@ -61,7 +61,7 @@ def probes(dist: schema_lib.SearchDistribution) -> list[tuple[str, Any]]:
     choice."""
     kind = dist.kind
     if kind == "choice":
-        return [(f"choice {i + 1}", value) for i, value in enumerate(dist.choice)]
+        return [(f"choice {i + 1}" if len(dist.choice) > 1 else "choice", value) for i, value in enumerate(dist.choice)]
     low, high = getattr(dist, kind)
     if kind == "log_uniform":
         middle = math.sqrt(low * high)
@@ -69,7 +69,7 @@ def probes(dist: schema_lib.SearchDistribution) -> list[tuple[str, Any]]:
         middle = low + dist.step * ((high - low) // dist.step // 2) if dist.step else (low + high) / 2
     else:
         middle = None
-    found = [("low", low), ("high", high)]
+    found = [("low value", low), ("high value", high)]
     if middle is not None and middle not in (low, high):
         found.append(("value between", middle))
     return found
@@ -93,8 +93,9 @@ def check(loaded: config_lib.LoadedConfig) -> None:
         for label, value in probes(dist):
             problem = _refused(loaded, path, value)
             if problem is not None:
-                shown = yaml_text(value)
-                issues.append(loaded.source.issue(where, f"{label} {shown}: {problem}"))
+                if dist.kind == "uniform" and "whole number" in problem:
+                    problem += "; draw whole numbers with int_uniform: [low, high]"
+                issues.append(loaded.source.issue(where, f"{problem} (trying its {label}, {yaml_text(value)})"))
                 break
     if issues:
         raise ConfigError(issues)

@@ -34,6 +34,7 @@ PLOTS = "plots"
 REPORT = "report.html"
 RUN_ATTR, OVERRIDES_ATTR, HOST_ATTR, ERROR_ATTR, PRUNED_ATTR, EPOCHS_ATTR, SKIPPED_ATTR = (
     "run_dir", "overrides", "host", "error", "pruned_at_epoch", "epochs", "skipped")
+OPENINGS_ATTR = "cnnctl_openings"  # how many commands have opened the study
 CONFIG_ATTR = "cnnctl_config"  # the searched config (tune.trials and tune.timeout aside)
 
 optuna.logging.set_verbosity(logging.WARNING)  # cnnctl says what happens to each trial
@@ -127,8 +128,9 @@ def _shown(url: str) -> str:
     return f"{scheme}//{user.split(':')[0]}:***@{tail}"
 
 
-def sampler(tune: schema_lib.TuneConfig, loaded: config_lib.LoadedConfig | None = None):
-    """The Optuna sampler of tune.sampler.
+def sampler(tune: schema_lib.TuneConfig, loaded: config_lib.LoadedConfig | None = None,
+            seed_offset: int = 0):
+    """The Optuna sampler of tune.sampler (its seed plus `seed_offset`).
 
     Raises:
         ConfigError / CnnctlError: options the sampler does not take, or cmaes without its package.
@@ -136,7 +138,7 @@ def sampler(tune: schema_lib.TuneConfig, loaded: config_lib.LoadedConfig | None 
     spec = tune.sampler
     kwargs = dict(spec.options)
     if spec.seed is not None:
-        kwargs["seed"] = spec.seed
+        kwargs["seed"] = (spec.seed + seed_offset) % (schema_lib.MAX_SEED + 1)
     make = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
             "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler}
     try:
@@ -183,9 +185,16 @@ def open_study(study_plan: Plan) -> optuna.Study:
     """
     p = study_plan
     storage = open_storage(p.storage_url)
+    made = sampler(p.tune, p.loaded)  # its options are checked before the study is made
     study = optuna.create_study(study_name=p.name, storage=storage, direction=p.direction,
-                                sampler=sampler(p.tune, p.loaded), pruner=pruner(p.tune, p.loaded),
-                                load_if_exists=True)
+                                sampler=made, pruner=pruner(p.tune, p.loaded), load_if_exists=True)
+    openings = study.user_attrs.get(OPENINGS_ATTR, 0)
+    study.set_user_attr(OPENINGS_ATTR, openings + 1)
+    if p.tune.sampler.seed is not None and openings:
+        # a seeded sampler made again would draw its first trials again: each command that
+        # continues the study (or works on it beside another) draws from its own stream
+        study = optuna.load_study(study_name=p.name, storage=storage, pruner=pruner(p.tune, p.loaded),
+                                  sampler=sampler(p.tune, p.loaded, seed_offset=openings))
     searched = searched_config(p.loaded)
     stored = study.user_attrs.get(CONFIG_ATTR)
     if stored is None:
