@@ -23,6 +23,7 @@ CIFAR_CNN = 7_384_970
 PARAMS = {
     "mnist": MNIST_CNN,
     "fashion_mnist": MNIST_CNN,
+    "tune_fashion_mnist": MNIST_CNN,  # at the width it starts from (32)
     "quickstart": MNIST_CNN,
     "cifar10": CIFAR_CNN,
     "cifar10_folders": CIFAR_CNN,

@@ -27,6 +27,10 @@ _SECTIONS = [
     ("train.early_stopping", schema_lib.EarlyStopping),
     ("train.reduce_lr_on_plateau", schema_lib.ReduceLROnPlateau),
     ("run", schema_lib.RunConfig),
+    ("tune", schema_lib.TuneConfig),
+    ("tune.sampler", schema_lib.TuneSampler),
+    ("tune.pruner", schema_lib.TunePruner),
+    ("tune.space.PATH", schema_lib.SearchDistribution),
 ]
 
 

@@ -37,7 +37,7 @@ RUN_ATTR, OVERRIDES_ATTR, HOST_ATTR, ERROR_ATTR, PRUNED_ATTR, EPOCHS_ATTR, SKIPP
 OPENINGS_ATTR = "cnnctl_openings"  # how many commands have opened the study
 CONFIG_ATTR = "cnnctl_config"  # the searched config (tune.trials and tune.timeout aside)
 
-optuna.logging.set_verbosity(logging.WARNING)  # cnnctl says what happens to each trial
+optuna.logging.set_verbosity(logging.ERROR)  # cnnctl says what happens to each trial
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
@@ -98,7 +98,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     """
     if url.startswith("postgresql://"):
         try:
-            import psycopg  # noqa: F401  # the driver pip installs today; SQLAlchemy's default is psycopg2
+            import psycopg  # noqa: F401  (the driver pip installs today; SQLAlchemy's default is psycopg2)
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         except ImportError:
             pass

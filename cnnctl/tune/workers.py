@@ -116,7 +116,9 @@ class Search:
                 return Job(frozen.number, optuna.trial.Trial(self.study, trial_id), fd, resumed=True)
             if self.stopping:
                 return None
-            count = len(study_lib.counted(self.study.get_trials(deepcopy=False)))
+            # trials given in advance (Optuna's enqueue_trial) wait to be asked: not yet counted
+            count = len([t for t in study_lib.counted(self.study.get_trials(deepcopy=False))
+                         if t.state != TrialState.WAITING])
             out_of_time = self.deadline is not None and time.monotonic() >= self.deadline
             if (self.plan.trials is not None and count >= self.plan.trials) or out_of_time:
                 return "wait" if held else None

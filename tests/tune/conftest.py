@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-# 9 lines before `tune:`; the tests name the lines of the space entries (line 15 is the first)
+# `tune:` is line 14 and the first entry of its space line 19: the tests name these lines
 TUNE_YAML = """\
 model:
   name: tuned
