@@ -236,7 +236,8 @@ def test_sigkill_mid_trial_then_the_same_command_finishes_every_trial_once(tmp_p
     assert trials[0].value == straight["metrics"]["val"]["accuracy"]
 
 
-def test_a_study_of_another_config_is_refused(tmp_path, tune_yaml):
+def test_a_study_of_another_config_is_refused(tmp_path, tune_yaml, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # tune.dir, studies/, is relative
     config = tmp_path / "tuned.yaml"
     config.write_text(tune_yaml)
     plan = study_lib.plan(config_lib.load(config))
