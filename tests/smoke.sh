@@ -209,6 +209,21 @@ step "cnnctl export RUN --format tflite --out model.tflite" 0 \
 need_file "$S/model.tflite"
 verdict
 
+# a search of two one-epoch trials over the quickstart's learning rate, its tune section by --set
+TUNE_SECTION="tune={trials: 2, dir: $S/studies, sampler: {name: random, seed: 0}, space: {optimizer.learning_rate: {log_uniform: [1.0e-3, 1.0e-2]}}}"
+step "cnnctl tune configs/quickstart.yaml --set tune=... (2 trials of 1 epoch)" 0 \
+  "$CNNCTL" tune "$REPO/configs/quickstart.yaml" --set "$TUNE_SECTION" --set train.epochs=1 \
+  --set data.max_train_samples=1000 --set train.tensorboard=false
+need_file "$S/studies/quickstart/trials.csv"
+need_file "$S/studies/quickstart/best.yaml"
+need_pngs "$S/studies/quickstart/plots" 1
+need_output "2 complete"
+verdict
+
+step "cnnctl tune status STUDY" 0 "$CNNCTL" tune status "$S/studies/quickstart"
+need_output "best: trial "
+verdict
+
 step "cnnctl runs SCRATCH (the run just used)" 0 "$CNNCTL" runs "$S"
 need_output "finished"
 verdict
