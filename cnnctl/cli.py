@@ -287,14 +287,21 @@ def visualize(
 @app.command()
 @user_errors
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False, metavar="RUN")],
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory, or a study folder "
+                                            "(studies/<study>).", show_default=False, metavar="RUN")],
     out: Annotated[Optional[Path], typer.Option(
-        "--out", metavar="FILE", help="The HTML file (default RUN_DIR/report.html).")] = None,
+        "--out", metavar="FILE", help="The HTML file (default RUN/report.html).")] = None,
     limit: Annotated[Optional[int], typer.Option(
         "--limit", metavar="N", min=1, help="Use only the first N test images for the per-class "
         "table, confusion matrix and mistakes (default: the whole test split).")] = None,
 ) -> None:
-    """One self-contained HTML page of a run: metrics, curves, confusion matrix, mistakes, maps."""
+    """One self-contained HTML page of a run (metrics, curves, confusion matrix, mistakes, maps)
+    or of a study folder (best trial, search space, trials, plots)."""
+    if (run_dir / "study.json").is_file():
+        from cnnctl.tune import report as study_report
+
+        print(f"written: {study_report.run(run_dir, out)}")
+        return
     run_dir = _run_of(run_dir)
     from cnnctl.use import report as report_lib
 

@@ -31,7 +31,7 @@ LOCKS = ".locks"
 BEST = "best.yaml"
 TRIALS_CSV = "trials.csv"
 PLOTS = "plots"
-REPORT = "report.html"
+REPORT = runs.REPORT
 RUN_ATTR, OVERRIDES_ATTR, HOST_ATTR, ERROR_ATTR, PRUNED_ATTR, EPOCHS_ATTR, SKIPPED_ATTR = (
     "run_dir", "overrides", "host", "error", "pruned_at_epoch", "epochs", "skipped")
 OPENINGS_ATTR = "cnnctl_openings"  # how many commands have opened the study

@@ -100,6 +100,8 @@ class Search:
     def take(self) -> Job | None | str:
         """A trial for this worker: a running one whose worker ended, else a new one; "wait"
         while trials of live workers are running and the budget is spent, None when done."""
+        if self.stopping:
+            return None
         with _held(self.locks() / "ask.lock"):
             running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             held = False
@@ -114,8 +116,6 @@ class Search:
                     continue
                 trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, frozen.number)
                 return Job(frozen.number, optuna.trial.Trial(self.study, trial_id), fd, resumed=True)
-            if self.stopping:
-                return None
             # trials given in advance (Optuna's enqueue_trial) wait to be asked: not yet counted
             count = len([t for t in study_lib.counted(self.study.get_trials(deepcopy=False))
                          if t.state != TrialState.WAITING])

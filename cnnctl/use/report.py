@@ -36,12 +36,14 @@ def _png(fig) -> str:
     return f'<img alt="" src="data:image/png;base64,{data}">'
 
 
-def _png_file(path: Path) -> str:
+def png_file_tag(path: Path) -> str:
+    """A PNG file as an <img> with its bytes inline."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return f'<img alt="" src="data:image/png;base64,{data}">'
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def html_table(header: list[str], rows: list[list]) -> str:
+    """An HTML table of a header and rows, every cell escaped."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in rows)
@@ -94,10 +96,10 @@ def build(run_dir, *, mistakes: int = 8, cams: int = 4, limit: int | None = None
              f'<p class="note">run {html.escape(run_dir.name)} &middot; '
              f'{html.escape(str(run_dir.resolve()))}</p>', "<h2>Test metrics</h2>"]
     figures = sorted(metrics.get("test") or {})
-    parts.append(_table(["split", *figures],
-                        [[split, *(f"{metrics[split][k]:.4f}" if k in metrics[split] else "-"
-                                   for k in figures)]
-                         for split in ("test", "val") if split in metrics]))
+    parts.append(html_table(["split", *figures],
+                             [[split, *(f"{metrics[split][k]:.4f}" if k in metrics[split] else "-"
+                                        for k in figures)]
+                              for split in ("test", "val") if split in metrics]))
     parts.append(f'<p class="note">{metrics.get("epochs", "?")} epochs; checkpoint '
                  f'{html.escape(Path(metrics.get("best_checkpoint") or "").name)}; test-time '
                  f'augmentation {html.escape(str(metrics.get("test_time_augmentation")))}</p>')
@@ -108,9 +110,9 @@ def build(run_dir, *, mistakes: int = 8, cams: int = 4, limit: int | None = None
             curves = f'<p class="note">left out: {html.escape(str(e))}</p>'
         parts += ["<h2>Learning curves</h2>", curves]
     parts += ["<h2>Per class</h2>", f'<p class="note">{shown}</p>',
-              _table(["class", "precision", "recall", "f1", "support"],
-                     [[n, *(f"{scored['per_class'][n][k]:.3f}" for k in ("precision", "recall", "f1")),
-                       scored["per_class"][n]["support"]] for n in names]),
+              html_table(["class", "precision", "recall", "f1", "support"],
+                         [[n, *(f"{scored['per_class'][n][k]:.3f}" for k in ("precision", "recall", "f1")),
+                           scored["per_class"][n]["support"]] for n in names]),
               "<h2>Confusion matrix</h2>", f'<p class="note">{shown}</p>',
               _png(plots.confusion_matrix_figure(np.asarray(scored["confusion_matrix"]), names))]
 
