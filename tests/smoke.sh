@@ -224,6 +224,10 @@ step "cnnctl tune status STUDY" 0 "$CNNCTL" tune status "$S/studies/quickstart"
 need_output "best: trial "
 verdict
 
+step "cnnctl report STUDY" 0 "$CNNCTL" report "$S/studies/quickstart"
+need_file "$S/studies/quickstart/report.html"
+verdict
+
 step "cnnctl runs SCRATCH (the run just used)" 0 "$CNNCTL" runs "$S"
 need_output "finished"
 verdict

@@ -236,6 +236,38 @@ def test_sigkill_mid_trial_then_the_same_command_finishes_every_trial_once(tmp_p
     assert trials[0].value == straight["metrics"]["val"]["accuracy"]
 
 
+@pytest.mark.slow
+def test_sigterm_stops_the_study_with_its_trial_backed_up(tmp_path, tune_yaml):
+    text = tune_yaml.replace("epochs: 2,", "epochs: 200, backup_every_steps: 2,").replace("trials: 3", "trials: 1")
+    (tmp_path / "tuned.yaml").write_text(text)
+    folder = tmp_path / "studies" / "tuned"
+    tune = subprocess.Popen([sys.executable, "-m", "cnnctl", "tune", "tuned.yaml"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not any((folder / "trials" / "0000" / "backup").glob("state-*.json")):
+        assert tune.poll() is None and time.monotonic() < deadline, tune.communicate()
+        time.sleep(0.05)
+    tune.send_signal(signal.SIGTERM)  # to `cnnctl tune` alone: it passes the signal on
+    out, err = tune.communicate(timeout=120)
+    assert tune.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "interrupted by SIGTERM; the study is kept in studies/tuned: run the same command again to "
+        "continue it (running trials resume from their backups)")
+    assert out.count("trial 0 ") == 2 and "trial 0 interrupted" in out  # started, interrupted: no more
+    assert (folder / "trials" / "0000.log").read_text().count("# trial 0:") == 1
+    assert "interrupted by SIGTERM at epoch" in (folder / "trials" / "0000.log").read_text()
+    [trial] = study_lib.load(folder)[0].get_trials()
+    assert trial.state.name == "RUNNING"  # for the next command to continue
+    assert runs_state(folder / "trials" / "0000") == "unfinished"
+
+
+def runs_state(run_dir: Path) -> str:
+    from cnnctl import runs
+
+    return runs.describe(run_dir)["state"]
+
+
 def test_a_study_of_another_config_is_refused(tmp_path, tune_yaml, monkeypatch):
     monkeypatch.chdir(tmp_path)  # tune.dir, studies/, is relative
     config = tmp_path / "tuned.yaml"
