@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import importlib.util
 import io
 import json
 import logging
@@ -96,12 +97,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     Raises:
         CnnctlError: its driver is not installed, or the database cannot be reached.
     """
-    if url.startswith("postgresql://"):
-        try:
-            import psycopg  # noqa: F401  (the driver pip installs today; SQLAlchemy's default is psycopg2)
-            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        except ImportError:
-            pass
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is not None:
+        # the driver pip installs today (cnnctl[postgres]); SQLAlchemy's default is psycopg2
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     engine: dict[str, Any] = {}
     if url.startswith("sqlite:"):
         # several processes write one file: wait for the lock rather than fail at once
