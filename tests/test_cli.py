@@ -188,7 +188,7 @@ def test_schema_structure(schema):
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["type"] == "object"
     assert schema["additionalProperties"] is False  # unknown sections are flagged in the editor
-    assert {"model", "data", "augmentation", "optimizer", "loss", "metrics", "train", "run"} == set(
+    assert {"model", "data", "augmentation", "optimizer", "loss", "metrics", "train", "run", "tune"} == set(
         schema["properties"])
     assert schema["required"] == ["model"]
     model = schema["$defs"]["ModelConfig"]

@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
     try:
         return _run(spec)
     except CnnctlError as e:
-        print(f"{e}", file=sys.stderr)
+        messages.warn(f"{e}")  # stderr, into the trial's log: the worker reads its last line
         return e.exit_code
 
 
