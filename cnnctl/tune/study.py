@@ -141,10 +141,19 @@ def sampler(tune: schema_lib.TuneConfig, loaded: config_lib.LoadedConfig | None 
             "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler}
     try:
         if spec.name == "grid":
-            return optuna.samplers.GridSampler(space_lib.grid(tune.space), **kwargs)
+            return WholeGrid(space_lib.grid(tune.space), **kwargs)
         return make[spec.name](**kwargs)
     except TypeError as e:
         raise _option_error(loaded, "sampler", spec.name, e) from None
+
+
+class WholeGrid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, without its call of `study.stop()` once every point is taken
+    (which only an `optimize` loop may receive): the trial budget of `cnnctl tune` is the grid's
+    size already."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
 
 
 def pruner(tune: schema_lib.TuneConfig, loaded: config_lib.LoadedConfig | None = None):

@@ -171,7 +171,7 @@ class Search:
         plan = self.plan
         overrides = job.trial.user_attrs.get(study_lib.OVERRIDES_ATTR) or \
             space_lib.overrides(plan.tune.space, job.trial.params)
-        spec = {"config": str(Path(plan.loaded.file).absolute()),
+        spec = {"config": str(plan.loaded.file),  # the process starts in this folder: as given
                 "search_overrides": plan.loaded.overrides,
                 "overrides": [*plan.loaded.overrides, *overrides, "tune="],
                 "run_dir": str(run_dir.absolute()), "resume": resume, "storage": plan.storage_url,

@@ -262,6 +262,37 @@ def test_sigterm_stops_the_study_with_its_trial_backed_up(tmp_path, tune_yaml):
     assert runs_state(folder / "trials" / "0000") == "unfinished"
 
 
+@pytest.mark.slow
+def test_a_trial_that_fails_is_recorded_and_the_study_goes_on(tmp_path, tune_yaml, tune_process):
+    # a 40x40 pooling window does not fit the 26x26 maps: that trial's model cannot be built
+    text = with_space(tune_yaml, ["model.layers[1].pool_size: {choice: [40, 2]}"],
+                      sampler="{name: grid, seed: 0}", trials=5)  # the grid has 2: 2 trials
+    (tmp_path / "tuned.yaml").write_text(text.replace("epochs: 2", "epochs: 1"))
+    done = tune_process("tuned.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    trials = {t.params["model.layers[1].pool_size"]: t for t in
+              study_lib.load(tmp_path / "studies" / "tuned")[0].get_trials()}
+    assert trials[2].state.name == "COMPLETE"
+    failed = trials[40]
+    assert failed.state.name == "FAIL"
+    assert "model.layers[1]" in failed.user_attrs["error"] and "Traceback" not in done.stdout
+    assert f"trial {failed.number} failed: " in done.stdout
+    assert "1 complete, 1 failed" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_metric_the_runs_do_not_compute_stops_the_study_at_its_line(tmp_path, tune_yaml, tune_process):
+    text = with_space(tune_yaml, ["optimizer.learning_rate: {log_uniform: [1.0e-3, 1.0e-2]}"],
+                      metric="val_auc")
+    (tmp_path / "tuned.yaml").write_text(text.replace("epochs: 2", "epochs: 1"))
+    done = tune_process("tuned.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "tuned.yaml:15: tune.metric: val_auc is not computed by this run (its epochs have accuracy, "
+        "epoch_seconds, loss, val_accuracy, val_loss); choose one of them")
+    assert [t.state.name for t in study_lib.load(tmp_path / "studies" / "tuned")[0].get_trials()] == ["FAIL"]
+
+
 def runs_state(run_dir: Path) -> str:
     from cnnctl import runs
 
