@@ -97,6 +97,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     Raises:
         CnnctlError: its driver is not installed, or the database cannot be reached.
     """
+    given = url  # what the messages show
     if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is not None:
         # the driver pip installs today (cnnctl[postgres]); SQLAlchemy's default is psycopg2
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
@@ -108,12 +109,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except ImportError as e:
         module = getattr(e, "name", None) or str(e)
-        raise CnnctlError(f"--storage {_shown(url)}: the database driver {module} is not "
+        raise CnnctlError(f"--storage {_shown(given)}: the database driver {module} is not "
                           "installed; for PostgreSQL: pip install 'psycopg[binary]', for "
                           "MySQL: pip install pymysql and write mysql+pymysql://...") from None
     except Exception as e:  # SQLAlchemy's errors: a server that is down, a bad password, a bad URL
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CnnctlError(f"--storage {_shown(url)}: cannot open the study's database ({reason}); "
+        raise CnnctlError(f"--storage {_shown(given)}: cannot open the study's database ({reason}); "
                           "check the URL, that the server runs and that the user may connect") from None
 
 
