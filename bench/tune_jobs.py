@@ -10,6 +10,7 @@ The section `<!-- bench:tune_jobs:MACHINE:SCALE -->` of BENCHMARKS.md is replace
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import os
 import shlex
@@ -63,16 +64,17 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - start
         if child.returncode != 0:
             process.show_failure(child, f"--jobs {jobs}")
-            rows.append([f"--jobs {jobs}", "failed", "", "", ""])
+            rows.append([f"--jobs {jobs}", "failed", "", "", "", ""])
             continue
         rows.append([f"--jobs {jobs}", str(args.trials), report.seconds(seconds),
-                     f"{args.trials * 3600 / seconds:.0f}", ""])
+                     f"{args.trials * 3600 / seconds:.0f}", "", _trial_seconds(work / "studies" / study)])
     base = float(rows[0][3]) if rows[0][1] != "failed" else None
     for row in rows:
         row[4] = report.ratio(float(row[3]) / base) if base and row[1] != "failed" else ""
     info = machine.info()
     kind = args.machine or machine.kind(info)
-    body = report.table(["command", "trials", "wall time", "trials per hour", "vs --jobs 1"], rows)
+    body = report.table(["command", "trials", "wall time", "trials per hour", "vs --jobs 1",
+                         "seconds per trial (mean, from trials.csv)"], rows)
     shown = shlex.join(["python", "bench/tune_jobs.py", *argv])
     text = (f"### {NAME} on {kind}\n\nMeasured {datetime.date.today().isoformat()} with `{shown}` "
             f"({args.config.name}, {args.trials} trials per setting, pruner off) on:\n\n"
@@ -80,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     report.update(args.out, f"{NAME}:{kind}:small", text)
     print(text)
     return 0
+
+
+def _trial_seconds(folder: Path) -> str:
+    """The mean duration of the study's trials: each trial's own process, start to end."""
+    with open(folder / "trials.csv", newline="") as f:
+        seconds = [float(row["seconds"]) for row in csv.DictReader(f) if row["seconds"]]
+    return report.seconds(sum(seconds) / len(seconds)) if seconds else ""
 
 
 if __name__ == "__main__":
