@@ -18,6 +18,7 @@ from pathlib import Path
 from cnnctl.errors import CnnctlError
 
 METRIC_MISSING_EXIT = 4  # the tune metric is not one the runs compute: every trial would fail
+THREADS_ENV = "CNNCTL_TUNE_THREADS"  # set by `--jobs K`: the threads each of K trials computes with
 TUNE_KEY = "tune"  # metrics.json: {"study", "trial", "metric", "value", "pruned_at_epoch"}
 
 
@@ -67,9 +68,32 @@ def main(argv: list[str]) -> int:
         return e.exit_code
 
 
+def limit_threads() -> None:
+    """With `--jobs K`, each trial computes on cores / K threads (THREADS_ENV), before the
+    backend starts its thread pools."""
+    threads = int(os.environ.get(THREADS_ENV) or 0)
+    if not threads:
+        return
+    from cnnctl.backend import keras
+
+    name = keras.backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    elif name == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _run(spec: dict) -> int:
-    import keras
     import optuna
+
+    from cnnctl.backend import keras
+
+    limit_threads()
 
     from cnnctl import runs
     from cnnctl.config import load as config_lib

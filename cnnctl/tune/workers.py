@@ -181,9 +181,8 @@ class Search:
         if self.jobs > 1:
             # K trials side by side share the cores instead of each spreading over all of them
             threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
-            for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
-                env.setdefault(name, threads)
-            env.setdefault("TF_NUM_INTEROP_THREADS", "1" if threads == "1" else "2")
+            env.setdefault("OMP_NUM_THREADS", threads)
+            env.setdefault(trial_lib.THREADS_ENV, threads)
         log_path = plan.trial_log(job.number)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a") as log:
