@@ -407,8 +407,25 @@ def write_plots(study: optuna.Study, out: Path) -> list[Path]:
     return written
 
 
-def remove_partial_run(run_dir: Path) -> None:
-    """A trial's run that stopped before its first backup holds nothing to resume from: it is
-    cleared (cnnctl made every file in it) so the trial starts again in the same place."""
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+def remove_partial_run(run_dir: Path) -> bool:
+    """Clear a trial's run that stopped before its first backup, so that the trial starts again
+    in the same place: it holds nothing to resume from (cnnctl wrote every file in it). One with
+    a checkpoint is kept (False)."""
+    if any((run_dir / runs.CHECKPOINTS).glob("*.keras")):
+        return False
+    shutil.rmtree(run_dir)
+    return True
+
+
+def check_trials_folder(study: optuna.Study, folder: Path) -> None:
+    """A new study does not start in a folder whose trials/ holds runs (of a study whose
+    database is gone): its trials would land on them.
+
+    Raises:
+        CnnctlError: trials/ is not empty and the study has no trials.
+    """
+    trials = Path(folder) / TRIALS
+    if not study.get_trials(deepcopy=False) and trials.is_dir() and any(trials.iterdir()):
+        raise CnnctlError(f"{trials}: holds runs, but the study {study.study_name!r} has no trials "
+                          "(was its study.db removed?); nothing was changed there: give --study "
+                          "another name or move that folder away")

@@ -147,12 +147,21 @@ class Search:
         plan, number = self.plan, job.number
         run_dir = plan.trial_dir(number)
         params = job.trial.params
+        if not job.resumed and run_dir.exists():  # never a run of someone else's: leave it
+            self._tell(job, 2, None, reason=f"{run_dir} is there already (a run of another study?); "
+                                            "it is left as it is: move it away and run the study again")
+            return
         metrics = _read_metrics(run_dir)
+        if metrics is not None and (metrics[trial_lib.TUNE_KEY].get("study"), metrics[trial_lib.TUNE_KEY].get("trial")) \
+                != (plan.name, number):
+            metrics = None
         resume = False
-        if metrics is None:
+        if metrics is None and run_dir.exists():
             resume = (run_dir / runs.CONFIG).exists() and runs.describe(run_dir)["state"] == "unfinished"
-            if not resume:
-                study_lib.remove_partial_run(run_dir)
+            if not resume and not study_lib.remove_partial_run(run_dir):
+                self._tell(job, 2, None, reason=f"{run_dir} holds checkpoints but no backup to resume "
+                                                "from; it is left as it is")
+                return
         shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
         verb = ("continues from its backup" if resume else "is finished; recording it"
                 if metrics is not None else "starts again (no backup yet)") if job.resumed else "started"
@@ -205,7 +214,7 @@ class Search:
             return None
         return code
 
-    def _tell(self, job: Job, code: int, metrics: dict | None) -> None:
+    def _tell(self, job: Job, code: int, metrics: dict | None, reason: str | None = None) -> None:
         trial, number = job.trial, job.number
         tuned = (metrics or {}).get(trial_lib.TUNE_KEY) or {}
         try:
@@ -227,7 +236,7 @@ class Search:
                     note = " (best so far)" if best is not None and best.number == number else ""
                     messages.say(f"trial {number} complete: {self.plan.tune.metric} {value:.4f}{note}")
             else:
-                reason = _last_error(self.plan.trial_log(number), code)
+                reason = reason or _last_error(self.plan.trial_log(number), code)
                 trial.set_user_attr(study_lib.ERROR_ATTR, reason)
                 self.study.tell(trial, state=TrialState.FAIL)
                 messages.say(f"trial {number} failed: {reason} (log: {self.plan.trial_log(number)})")
@@ -301,6 +310,7 @@ def search(plan: study_lib.Plan, jobs: int = 1) -> tuple[optuna.Study, list[int]
     plan.folder.mkdir(parents=True, exist_ok=True)
     with _held(plan.folder / study_lib.LOCKS / "create.lock"):
         study = study_lib.open_study(plan)
+        study_lib.check_trials_folder(study, plan.folder)
         study_lib.write_study_file(plan)
     job_runner = Search(plan, study, jobs)
     previous = {sig: signal.signal(sig, job_runner.signalled) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -322,3 +322,18 @@ def test_yaml_text_keeps_floats_floats():
     assert space_lib.yaml_text("plain") == "plain"
     assert math.isclose(yaml.safe_load(space_lib.yaml_text(0.30000000000000004)), 0.30000000000000004)
     assert os.sep not in space_lib.yaml_text({"a": 1})
+
+
+def test_a_new_study_does_not_start_over_the_runs_of_another(tmp_path, tune_yaml, cnnctl, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tuned.yaml").write_text(tune_yaml)
+    old_run = tmp_path / "studies" / "tuned" / "trials" / "0000"
+    old_run.mkdir(parents=True)
+    (old_run / "notes.txt").write_text("mine")
+    result = cnnctl("tune", "tuned.yaml")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "studies/tuned/trials: holds runs, but the study 'tuned' has no trials (was its study.db "
+        "removed?); nothing was changed there: give --study another name or move that folder away")
+    assert [p.name for p in (tmp_path / "studies" / "tuned" / "trials").iterdir()] == ["0000"]
+    assert (old_run / "notes.txt").read_text() == "mine"
