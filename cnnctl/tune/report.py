@@ -25,6 +25,10 @@ def _param(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+# the trials table has a column per parameter: it scrolls sideways rather than wrap its cells
+WIDE_TABLE = ".wide { overflow-x: auto; } .wide td, .wide th { white-space: nowrap; }\n"
+
+
 def build(folder) -> str:
     """The HTML text of the report of a study folder; draws its plots again into plots/.
 
@@ -62,12 +66,13 @@ def build(folder) -> str:
         [[path, space_lib.yaml_text({k: v for k, v in dist.items() if v is not None})]
          for path, dist in space.items()])]
     params = sorted({k for r in table for k in r["params"]})
-    parts += ["<h2>Trials</h2>", html_table(
+    parts += ["<h2>Trials</h2>", '<div class="wide">', html_table(
         ["trial", "state", metric, *params, "epochs", "seconds", "run"],
         [[r["number"], r["state"], _value(r["value"]),
           *(_param(r["params"][k]) if k in r["params"] else "" for k in params),
           "" if r["epochs"] is None else r["epochs"],
-          "" if r["seconds"] is None else f"{r['seconds']:.0f}", r["run_dir"] or ""] for r in table])]
+          "" if r["seconds"] is None else f"{r['seconds']:.0f}", r["run_dir"] or ""] for r in table]),
+              "</div>"]
     parts.append("<h2>Plots</h2>")
     drawn = [p for p in study_lib.write_plots(study, folder / study_lib.PLOTS) if p.is_file()]
     for path in drawn:
@@ -76,7 +81,7 @@ def build(folder) -> str:
         parts.append('<p class="note">none: the study has too few complete trials to plot</p>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"{outputs.REPORT_GENERATOR}<title>{html.escape(headline)}</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+            f"<style>{STYLE}{WIDE_TABLE}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
 def run(folder, out: Path | None = None) -> Path:
