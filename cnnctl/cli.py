@@ -308,6 +308,40 @@ def report(
     print(f"written: {report_lib.run(run_dir, out, limit=limit)}")
 
 
+@app.command()
+@user_errors
+def serve(
+    path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False, metavar="RUN")],
+    host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, metavar="PORT", help="Port to listen on (0: a free one).")] = 8000,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, max=4096, metavar="N", help="Images gathered from concurrent requests into one model call (1: no batching).")] = 64,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0, max=10_000, metavar="MS", help="How long a batch waits for more images after its first.")] = 5.0,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, metavar="K", help="Classes per image unless a request asks (?top_k=).")] = 5,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, metavar="MB", help="Largest request body accepted.")] = 20.0,
+    max_images: Annotated[int, typer.Option("--max-images", min=1, max=100_000, metavar="N", help="Most images in one request.")] = 64,
+    read_timeout_s: Annotated[float, typer.Option("--read-timeout-s", min=0.1, metavar="S", help="Time a client has to send a request's body.")] = 30.0,
+) -> None:
+    """Serve a trained run: an HTTP API (POST /predict, /explain; GET /metadata, /healthz,
+    /docs) and a web page at / to try it on your own images."""
+    path = _run_of(path)
+    from cnnctl.serve import app as app_lib
+    from cnnctl.serve import inference, server, uploads
+
+    classifier = inference.open_classifier(path, max_batch)
+    sock = server.bind(host, port)
+    limits = uploads.Limits(int(max_upload_mb * 2**20), max_images, read_timeout_s)
+    settings = app_lib.Settings(max_batch, max_wait_ms / 1000, top_k, limits)
+    url = server.url_of(sock)
+    names = classifier.names
+    print(f"serving {path} ({len(names)} classes, {classifier.metadata()['parameters']:,} "
+          f"parameters) at {url}/", flush=True)
+    print(f"  page {url}/  |  POST {url}/predict  |  docs {url}/docs  |  Ctrl-C or SIGTERM "
+          "stops", flush=True)
+    stopped_by = server.serve(app_lib.create_app(classifier, settings), sock)
+    print("stopped" + (f" by signal {stopped_by}" if stopped_by else "")
+          + ": every request in flight was answered", file=sys.stderr)
+
+
 def _run_of(path: Path) -> Path:
     """The run a command opens for PATH: a config's runs folder (runs/quickstart) stands for its
     newest finished run, which is named on stderr."""

@@ -432,3 +432,44 @@ def _pil_image(path: str, spec: ImageSpec) -> np.ndarray:
     with Image.open(path) as image:
         pixels = pil_to_array(reduced(image, spec.width, spec.height), spec.decode_channels)
     return fit_arrays(pixels[None], spec, where=path)[0]
+
+
+def load_encoded(blobs: list[bytes], input_shape, color_mode: str | None = None,
+                 ) -> tuple[np.ndarray, list[str | None]]:
+    """`load_images` for encoded images in memory (uploads): the same pixels for the same bytes.
+
+    Each image is checked by `probe_bytes`, whose decode is kept where it equals the pipeline's
+    (the model's size, see `_same_pixels`); the others are decoded by `tfdata.decode_fn` (PIL
+    and `fit_arrays` without TensorFlow), as a file of these bytes would be.
+
+    Returns:
+        A float32 batch [n, H, W, C] of the readable images (0..255), and per blob, in order,
+        None or why it could not be read.
+    """
+    spec = image_spec(input_shape, color_mode=color_mode)
+    checks = [probe_bytes(blob, keep=spec) for blob in blobs]
+    reasons = [check.reason for check in checks]
+    pixels: dict[int, np.ndarray] = {i: check.pixels for i, check in enumerate(checks)
+                                     if check.reason is None and check.pixels is not None}
+    rest = [i for i, check in enumerate(checks) if check.reason is None and check.pixels is None]
+    if rest:
+        try:
+            import tensorflow as tf
+        except ImportError:  # JAX or PyTorch without TensorFlow: as `_pil_image`
+            for i in rest:
+                with Image.open(io.BytesIO(blobs[i])) as image:
+                    decoded = pil_to_array(reduced(image, spec.width, spec.height),
+                                           spec.decode_channels)
+                pixels[i] = fit_arrays(decoded[None], spec, where=f"image {i + 1}")[0]
+        else:
+            from cnnctl.data import tfdata
+
+            decode = tfdata.decode_fn(spec, encoded=True)
+            data = tf.data.Dataset.from_tensor_slices(([blobs[i] for i in rest],
+                                                       [checks[i].native for i in rest]))
+            batch = next(iter(data.map(decode).batch(len(rest))))
+            pixels.update(zip(rest, np.asarray(batch)))
+    good = [pixels[i] for i in range(len(blobs)) if i in pixels]
+    batch = (np.stack(good).astype(np.float32) if good
+             else np.zeros((0, *spec.shape), np.float32))
+    return batch, reasons

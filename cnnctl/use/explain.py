@@ -189,6 +189,30 @@ def figure(image: np.ndarray, heat: np.ndarray, title: str):
     return fig
 
 
+def overlay_png(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45,
+                min_side: int = 224) -> bytes:
+    """The overlay panel of `figure` as PNG bytes: `image` (float 0..255 [H, W, 1 or 3]) under
+    its heat map in the jet colour map, at `alpha`, enlarged (nearest pixel) so that its
+    shorter side is at least `min_side` pixels."""
+    import io
+
+    from matplotlib import colormaps
+    from PIL import Image
+
+    big = upsample(heat[None], image.shape[0], image.shape[1])[0]
+    colours = colormaps["jet"](big)[..., :3] * 255
+    base = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+    blended = np.clip((1 - alpha) * base + alpha * colours, 0, 255).astype(np.uint8)
+    picture = Image.fromarray(blended)
+    scale = max(1, -(-min_side // min(picture.size)))
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale),
+                                 Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    return out.getvalue()
+
+
 def _is_explain_png(path: Path) -> bool:
     return outputs.is_png_of(path, "explain")
 

@@ -102,16 +102,13 @@ def predict(model, class_names: list[str] | None, inputs: list[str], top_k: int 
 
     def flush():
         batch, status = images.load_images(pending, input_shape, color_mode)
-        probs = _probabilities(model.predict_on_batch(batch)) if len(batch) else []
+        probs = probabilities(model.predict_on_batch(batch)) if len(batch) else []
         rows = iter(probs)
         for path, error in status:
             if error is not None:
                 results.append({"path": path, "error": error})
                 continue
-            p = next(rows)
-            best = np.argsort(-p, kind="stable")[:top_k]
-            results.append({"path": path, "top": [{"label": names[i], "prob": float(p[i])}
-                                                  for i in best]})
+            results.append({"path": path, "top": top_labels(next(rows), names, top_k)})
         pending.clear()
 
     for item in inputs:
@@ -148,7 +145,14 @@ def expand(item: str) -> tuple[list[str], str | None]:
     return [], "no such file or folder"
 
 
-def _probabilities(outputs) -> np.ndarray:
+def top_labels(p: np.ndarray, names: list[str], k: int) -> list[dict]:
+    """The `k` most likely classes of one image's probabilities, best first (ties in class
+    order): [{"label", "prob"}, ...]."""
+    best = np.argsort(-p, kind="stable")[:k]
+    return [{"label": names[i], "prob": float(p[i])} for i in best]
+
+
+def probabilities(outputs) -> np.ndarray:
     """[N, classes] probabilities from softmax or sigmoid outputs, or from logits."""
     out = np.asarray(outputs, np.float64).reshape(len(outputs), -1)
     if out.shape[1] == 1:

@@ -1,0 +1,105 @@
+"use strict";
+// The page of `cnnctl serve`: sends the chosen images to POST /predict (and /explain where the
+// model has heat maps) and draws each with a bar chart of its top classes.
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const status = $("status"), results = $("results"), drop = $("drop"), input = $("files");
+  let meta = null;
+
+  function say(text, state) {
+    status.textContent = text;
+    status.dataset.state = state;
+  }
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (key === "class") node.className = value; else node.setAttribute(key, value);
+    }
+    for (const child of children) node.append(child);
+    return node;
+  }
+
+  async function readError(response) {
+    try {
+      const body = await response.json();
+      return body.error || JSON.stringify(body);
+    } catch (e) {
+      return `HTTP ${response.status}`;
+    }
+  }
+
+  async function describe() {
+    const response = await fetch("/metadata");
+    if (!response.ok) throw new Error(await readError(response));
+    meta = await response.json();
+    $("model-name").textContent = meta.model;
+    const accuracy = meta.test_accuracy == null ? "no test accuracy recorded"
+      : `test accuracy ${(100 * meta.test_accuracy).toFixed(2)}%`;
+    const classes = meta.class_names.length;
+    $("model-info").textContent = `${classes} classes (${meta.class_names.slice(0, 6).join(", ")}` +
+      `${classes > 6 ? ", …" : ""}) · ${meta.input_size[0]}×${meta.input_size[1]} ` +
+      `${meta.color_mode} · ${meta.parameters.toLocaleString("en")} parameters · ${accuracy}` +
+      (meta.explain ? ` · heat maps: ${meta.explain}` : "");
+    $("limits").textContent = `images are resized to ${meta.input_size[0]}×${meta.input_size[1]}`;
+  }
+
+  function card(file, prediction, overlay) {
+    const pictures = el("div", {class: "pictures"},
+      el("figure", {}, el("img", {src: URL.createObjectURL(file), alt: file.name}),
+         el("figcaption", {}, "image")));
+    if (overlay) {
+      pictures.append(el("figure", {class: "overlay"},
+        el("img", {src: overlay.overlay, alt: `heat map of ${file.name}`}),
+        el("figcaption", {}, `${meta.explain === "cam" ? "CAM" : "Grad-CAM"}: ${overlay.label}`)));
+    }
+    const bars = el("ol", {class: "bars"});
+    for (const t of prediction.top) {
+      const percent = 100 * t.prob;
+      const fill = el("div", {class: "fill"});
+      fill.style.width = `${Math.max(percent, 0.5).toFixed(1)}%`;
+      bars.append(el("li", {}, el("span", {class: "label", title: t.label}, t.label),
+                     el("div", {class: "track"}, fill),
+                     el("span", {class: "prob"}, `${percent.toFixed(1)}%`)));
+    }
+    return el("article", {class: "result", "data-name": prediction.name},
+              el("h2", {}, prediction.name), pictures, bars);
+  }
+
+  async function post(path, files) {
+    const form = new FormData();
+    for (const file of files) form.append("files", file, file.name);
+    const response = await fetch(path, {method: "POST", body: form});
+    if (!response.ok) throw new Error(await readError(response));
+    return response.json();
+  }
+
+  async function classify(files) {
+    files = Array.from(files).filter((f) => f.size > 0 || f.name);
+    if (!files.length) return;
+    results.replaceChildren();
+    say(`classifying ${files.length} image${files.length > 1 ? "s" : ""}…`, "busy");
+    try {
+      const [predicted, explained] = await Promise.all([
+        post("/predict", files),
+        meta && meta.explain ? post("/explain", files).catch(() => null) : Promise.resolve(null),
+      ]);
+      predicted.predictions.forEach((p, i) => {
+        results.append(card(files[i], p, explained ? explained.explanations[i] : null));
+      });
+      say(`${files.length} image${files.length > 1 ? "s" : ""} classified`, "done");
+    } catch (e) {
+      say(e.message, "error");
+    }
+  }
+
+  input.addEventListener("change", () => classify(input.files));
+  for (const kind of ["dragenter", "dragover"]) {
+    drop.addEventListener(kind, (e) => { e.preventDefault(); drop.classList.add("over"); });
+  }
+  for (const kind of ["dragleave", "drop"]) {
+    drop.addEventListener(kind, () => drop.classList.remove("over"));
+  }
+  drop.addEventListener("drop", (e) => { e.preventDefault(); classify(e.dataTransfer.files); });
+  describe().catch((e) => say(`cannot read /metadata: ${e.message}`, "error"));
+})();
