@@ -290,7 +290,7 @@ MODEL_FILES = {
 }
 
 
-@pytest.mark.parametrize("command", ["eval", "predict"])
+@pytest.mark.parametrize("command", ["eval", "predict", "serve"])
 @pytest.mark.parametrize("kind", MODEL_FILES)
 def test_untrusted_or_broken_model_file(models, command, kind):
     name, message = MODEL_FILES[kind]
