@@ -190,6 +190,46 @@ step "cnnctl explain RUN (3 images) --out explain" 0 \
 need_pngs "$S/explain" 3
 verdict
 
+# serve: started in the background on a free port, asked over HTTP, stopped by SIGTERM (exit 0)
+cat > "$S/serve_smoke.sh" <<'SERVE'
+CNNCTL=$1 RUN=$2 PYTHON=$3 LOG=$4
+shift 4
+"$CNNCTL" serve "$RUN" --port 0 >"$LOG.out" 2>"$LOG.err" &
+pid=$!
+url=""
+for _ in $(seq 600); do
+  url=$(sed -n 's|^serving .* at \(http://[^ ]*\)/$|\1|p' "$LOG.out")
+  [[ -n $url ]] || ! kill -0 "$pid" 2>/dev/null && break
+  sleep 0.5
+done
+if [[ -z $url ]]; then cat "$LOG.out" "$LOG.err" >&2; kill "$pid" 2>/dev/null; exit 1; fi
+"$PYTHON" - "$url" "$@" <<'ASK'
+import json, sys, urllib.request
+url, files = sys.argv[1], sys.argv[2:]
+health = json.load(urllib.request.urlopen(url + "/healthz", timeout=60))
+assert health["status"] == "ok", health
+for file in files:
+    request = urllib.request.Request(url + "/predict", data=open(file, "rb").read(),
+                                     headers={"Content-Type": "image/png"})
+    answer = json.load(urllib.request.urlopen(request, timeout=60))
+    print(file, answer["predictions"][0]["top"][0])
+print(json.load(urllib.request.urlopen(url + "/metadata", timeout=60))["model"])
+ASK
+asked=$?
+kill -TERM "$pid"
+wait "$pid"
+stopped=$?
+cat "$LOG.out"
+cat "$LOG.err" >&2
+echo "serve exited with $stopped"
+((asked == 0 && stopped == 0))
+SERVE
+step "cnnctl serve RUN --port 0 (healthz, POST /predict of 3 images, metadata, SIGTERM)" 0 \
+  bash "$S/serve_smoke.sh" "$CNNCTL" "$RUN" "$PYTHON" "$S/serve" "${IMAGES[@]}"
+need_output "quickstart_cnn"
+need_output "serve exited with 0"
+verdict
+
 step "cnnctl visualize RUN --image a/0001.png --out vis" 0 \
   "$CNNCTL" visualize "$RUN" --image "${IMAGES[0]}" --out "$S/vis"
 need_pngs "$S/vis" 2  # the filters and the feature maps (the diagram needs Graphviz)
