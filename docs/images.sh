@@ -34,4 +34,5 @@ if command -v chromium > /dev/null; then
 else
     echo "chromium not installed: docs/images/report.png left as it was" >&2
 fi
-echo "written: docs/images/{curves,explain_gradcam,filters,featuremaps,model,report}.png"
+command -v chromedriver > /dev/null && "$PYTHON" docs/serve_page.py --cnnctl "$CNNCTL" "$work/run" docs/images/serve_page.png
+echo "written: docs/images/{curves,explain_gradcam,filters,featuremaps,model,report,serve_page}.png"

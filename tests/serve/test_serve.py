@@ -372,3 +372,24 @@ def test_a_missing_run_is_a_one_line_error(cnnctl, tmp_path):
     assert result.stderr.splitlines() == [
         f"no model at {tmp_path / 'nowhere'}: no such file or directory; pass a run directory "
         "or a .keras file"]
+
+
+@pytest.mark.optional
+def test_on_jax_it_answers_as_on_tensorflow(server, serve_run, test_pngs):
+    pytest.importorskip("jax", reason="JAX is not installed (.ci/run's last stage installs it)")
+    files = [(p.name, p.read_bytes()) for p in test_pngs[:3]]
+    _, expected = server.post_files("/predict", files)
+    on_jax = start_server(serve_run, env={"KERAS_BACKEND": "jax"})
+    try:
+        status, meta = on_jax.request("GET", "/metadata")
+        assert (status, meta["backend"], meta["explain"]) == (200, "jax", None)  # no Grad-CAM
+        status, body = on_jax.post_files("/predict", files)
+        assert status == 200, body
+        status, refused = on_jax.post_files("/explain", files)
+        assert status == 409 and "no class-activation map" in refused["error"]
+    finally:
+        assert on_jax.stop() == 0
+    for mine, theirs in zip(body["predictions"], expected["predictions"]):
+        assert [t["label"] for t in mine["top"]] == [t["label"] for t in theirs["top"]]
+        assert [t["prob"] for t in mine["top"]] == pytest.approx(
+            [t["prob"] for t in theirs["top"]], rel=1e-4, abs=1e-6)
