@@ -56,3 +56,25 @@ def test_load_images_converts_any_file_to_the_model_input(tmp_path, odd_images):
     assert np.all(batch[0] == 128)  # 16-bit 0x8000 keeps its top 8 bits; not clipped to 255
     rgb = np.asarray(Image.open(paths["rgba.png"]).convert("RGB").resize((8, 8)), np.float32)
     assert np.abs(batch[1] - rgb).mean() < 40  # alpha dropped: colours are the image's own
+
+
+@pytest.mark.parametrize("shape, color_mode", [((37, 23, 3), None), ((37, 23, 1), None),
+                                               ((37, 23, 3), "grayscale"), ((28, 28, 1), None),
+                                               ((32, 30, 3), None)])
+def test_load_encoded_gives_the_pixels_of_load_images(tmp_path, odd_images, shape, color_mode):
+    """Uploaded bytes (`cnnctl serve`) and the same bytes as a file (`cnnctl predict`): the same
+    pixels, at the images' own size (kept from the check) and resized (the pipeline's decode)."""
+    paths = odd_images(tmp_path)
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (37, 23, 3), dtype=np.uint8)).save(
+        tmp_path / "photo.jpg", quality=85)
+    Image.fromarray(rng.integers(0, 256, (37, 23), dtype=np.uint8)).save(tmp_path / "grey.jpg")
+    files = [*map(str, paths.values()), str(tmp_path / "photo.jpg"), str(tmp_path / "grey.jpg")]
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    files.insert(3, str(tmp_path / "broken.png"))
+    expected, status = images.load_images(files, shape, color_mode)
+    got, reasons = images.load_encoded([open(f, "rb").read() for f in files], shape, color_mode)
+    assert reasons == [reason for _, reason in status]
+    assert reasons[3] == "truncated image (the file ends early)"
+    assert got.dtype == np.float32 and got.shape == expected.shape == (len(files) - 1, *shape)
+    np.testing.assert_array_equal(got, expected)
