@@ -8,13 +8,16 @@ import base64
 import concurrent.futures
 import contextlib
 import dataclasses
+import json
 import os
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
 
 from cnnctl.serve.batching import Batcher
 from cnnctl.serve.inference import Classifier
@@ -43,6 +46,28 @@ class Settings:
     limits: Limits = Limits(max_bytes=20 * 2**20, max_images=64, read_timeout_s=30.0)
 
 
+TOP_K = {"name": "top_k", "in": "query", "required": False, "description": "classes per image "
+         "(default: the server's --top-k)", "schema": {"type": "integer", "minimum": 1}}
+
+
+def top_k_of(request: Request, default: int) -> int:
+    """The request's `?top_k=`, else `default`.
+
+    Raises:
+        UploadError: not a whole number of at least 1.
+    """
+    given = request.query_params.get("top_k")
+    if given is None:
+        return default
+    if not given.strip().isdigit() or int(given) < 1:
+        raise UploadError(422, f"top_k={given!r}: give a whole number of classes, at least 1")
+    return int(given)
+
+
+def json_response(body: dict) -> Response:
+    return Response(json.dumps(body).encode(), media_type="application/json")
+
+
 def error(status: int, message: str, images: list[dict] | None = None) -> JSONResponse:
     body = {"error": message, "status": status}
     if images is not None:
@@ -50,15 +75,21 @@ def error(status: int, message: str, images: list[dict] | None = None) -> JSONRe
     return JSONResponse(body, status_code=status)
 
 
-def create_app(classifier: Classifier, settings: Settings) -> FastAPI:
-    """The app serving `classifier` (opened and warmed up: see `inference.open_classifier`)."""
+def create_app(classifier: Classifier, settings: Settings) -> Starlette:
+    """The app serving `classifier` (opened and warmed up: see `inference.open_classifier`).
+
+    `POST /predict`, the path that takes the load, is a plain Starlette route in front of the
+    FastAPI app that serves everything else (and documents `/predict` too, with the same
+    handler): FastAPI's per-request work around a handler (parameter solving, its telemetry
+    middleware) cost more CPU than the decode of a small image, measured with py-spy under
+    load (BENCHMARKS.md, "Serving")."""
     model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cnnctl-model")
     decoders = concurrent.futures.ThreadPoolExecutor(
         max(2, len(os.sched_getaffinity(0))), thread_name_prefix="cnnctl-decode")
     state = {"batcher": None, "ready": False}
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app):
         batcher = Batcher(classifier.probabilities, settings.max_batch, settings.max_wait_s,
                           model_thread)
         batcher.start()
@@ -71,7 +102,7 @@ def create_app(classifier: Classifier, settings: Settings) -> FastAPI:
             decoders.shutdown(wait=True)
             model_thread.shutdown(wait=True)
 
-    app = FastAPI(title="cnnctl serve", lifespan=lifespan,
+    app = FastAPI(title="cnnctl serve",
                   description="Image classification with a trained cnnctl run.")
     app.mount("/static", StaticFiles(directory=PAGE), name="static")
 
@@ -107,14 +138,19 @@ def create_app(classifier: Classifier, settings: Settings) -> FastAPI:
     async def metadata():
         return classifier.metadata()
 
-    @app.post("/predict", openapi_extra=IMAGES_BODY,
-              summary="Top classes of one or several images, as `cnnctl predict --json`")
-    async def predict_images(request: Request, top_k: int = Query(
-            settings.top_k, ge=1, le=1000, description="classes per image")):
-        names, batch = await decoded(request)
+    async def predict_images(request: Request) -> Response:
+        try:
+            top_k = top_k_of(request, settings.top_k)
+            names, batch = await decoded(request)
+        except UploadError as e:
+            return error(e.status, e.message, e.images)
         probs = await state["batcher"].classify(batch)
-        return {"predictions": [{"name": name, "top": classifier.top(p, top_k)}
-                                for name, p in zip(names, probs)]}
+        return json_response({"predictions": [{"name": name, "top": classifier.top(p, top_k)}
+                                              for name, p in zip(names, probs)]})
+
+    app.add_api_route("/predict", predict_images, methods=["POST"],
+                      openapi_extra={**IMAGES_BODY, "parameters": [TOP_K]},
+                      summary="Top classes of one or several images, as `cnnctl predict --json`")
 
     @app.post("/explain", openapi_extra=IMAGES_BODY,
               summary="Class-activation overlays (PNG, base64) as `cnnctl explain` draws them")
@@ -131,4 +167,5 @@ def create_app(classifier: Classifier, settings: Settings) -> FastAPI:
              "overlay": "data:image/png;base64," + base64.b64encode(o["png"]).decode()}
             for name, o in zip(names, overlays)]}
 
-    return app
+    return Starlette(routes=[Route("/predict", predict_images, methods=["POST"]), Mount("", app)],
+                     lifespan=lifespan)

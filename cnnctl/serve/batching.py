@@ -48,6 +48,8 @@ class Batcher:
             future = loop.create_future()
             self.queue.put_nowait((image, future))
             futures.append(future)
+        if len(futures) == 1:  # the common case under load: one image per request
+            return (await futures[0])[None]
         return np.stack(await asyncio.gather(*futures))
 
     async def next_batch(self) -> list[tuple[np.ndarray, asyncio.Future]]:
@@ -65,7 +67,7 @@ class Batcher:
                 break
             try:
                 items.append(await asyncio.wait_for(self.queue.get(), left))
-            except TimeoutError:
+            except asyncio.TimeoutError:  # TimeoutError from Python 3.11 on
                 break
         return items
 

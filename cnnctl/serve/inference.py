@@ -36,14 +36,12 @@ class Classifier:
     max_batch: int
     explain_method: str | None  # "cam", "gradcam" or None: the model allows no heat map
 
-    @property
-    def names(self) -> list[str]:
-        return self.opened.labels() if int(self.opened.model.output_shape[-1]) > 1 else (
-            self.opened.class_names or ["0", "1"])
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(int(d) for d in self.opened.input_shape)
+    def __post_init__(self):
+        # asked on every request, and Keras computes a model's shapes anew at each call
+        model = self.opened.model
+        self.names: list[str] = (self.opened.labels() if int(model.output_shape[-1]) > 1
+                                 else self.opened.class_names or ["0", "1"])
+        self.input_shape: tuple[int, int, int] = tuple(int(d) for d in self.opened.input_shape)
 
     def decode(self, blobs: list[bytes]) -> tuple[np.ndarray, list[str | None]]:
         """Uploaded images as the model's input, decoded as training decoded its files."""

@@ -3,6 +3,7 @@ served (a port in use is a one-line error), stopped gracefully by SIGTERM or SIG
 
 from __future__ import annotations
 
+import gc
 import signal
 import socket
 
@@ -47,6 +48,11 @@ def serve(app, sock: socket.socket) -> int:
     at most GRACE_S seconds) and return the signal's number (0 if none)."""
     import uvicorn
 
+    # The model, TensorFlow and the app are made: move them out of the garbage collector's
+    # sight, so that its collections under load scan only what requests create (they took 8%
+    # of the event loop's time under load otherwise).
+    gc.collect()
+    gc.freeze()
     config = uvicorn.Config(app, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=GRACE_S, lifespan="on")
     server = uvicorn.Server(config)

@@ -59,8 +59,12 @@ async def read_body(request: Request, limits: Limits) -> bytes:
             chunks.append(chunk)
 
     try:
-        await asyncio.wait_for(receive(), limits.read_timeout_s)
-    except TimeoutError:
+        if hasattr(asyncio, "timeout"):  # Python 3.11 on: no task of its own per request
+            async with asyncio.timeout(limits.read_timeout_s):
+                await receive()
+        else:
+            await asyncio.wait_for(receive(), limits.read_timeout_s)
+    except asyncio.TimeoutError:  # TimeoutError from Python 3.11 on
         raise UploadError(408, f"the request body did not arrive within "
                                f"{limits.read_timeout_s:g} s; send it at once") from None
     return b"".join(chunks)
