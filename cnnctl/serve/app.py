@@ -10,18 +10,18 @@ import contextlib
 import dataclasses
 import json
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.applications import Starlette
-from starlette.routing import Mount, Route
+from starlette.requests import ClientDisconnect
 
 from cnnctl.serve.batching import Batcher
 from cnnctl.serve.inference import Classifier
-from cnnctl.serve.uploads import Limits, UploadError, images_of
+from cnnctl.serve.uploads import Limits, Upload, UploadError, images_of
 
 PAGE = Path(__file__).parent / "page"
 
@@ -64,25 +64,33 @@ def top_k_of(request: Request, default: int) -> int:
     return int(given)
 
 
-def json_response(body: dict) -> Response:
-    return Response(json.dumps(body).encode(), media_type="application/json")
-
-
-def error(status: int, message: str, images: list[dict] | None = None) -> JSONResponse:
+def error_body(status: int, message: str, images: list[dict] | None = None) -> bytes:
     body = {"error": message, "status": status}
     if images is not None:
         body["images"] = images
-    return JSONResponse(body, status_code=status)
+    return json.dumps(body).encode()
 
 
-def create_app(classifier: Classifier, settings: Settings) -> Starlette:
-    """The app serving `classifier` (opened and warmed up: see `inference.open_classifier`).
+def error(status: int, message: str, images: list[dict] | None = None) -> Response:
+    return Response(error_body(status, message, images), status_code=status,
+                    media_type="application/json")
 
-    `POST /predict`, the path that takes the load, is a plain Starlette route in front of the
-    FastAPI app that serves everything else (and documents `/predict` too, with the same
-    handler): FastAPI's per-request work around a handler (parameter solving, its telemetry
-    middleware) cost more CPU than the decode of a small image, measured with py-spy under
-    load (BENCHMARKS.md, "Serving")."""
+
+def refuse_unreadable(uploads: list[Upload], reasons: list[str | None]) -> None:
+    """Raises UploadError (422) naming the first upload that is no readable image (and how
+    many more), with every one of them in `images`, when there is any."""
+    bad = [{"index": i, "name": u.name, "error": reason}
+           for i, (u, reason) in enumerate(zip(uploads, reasons)) if reason is not None]
+    if bad:
+        first = bad[0]
+        more = f" (and {len(bad) - 1} more: see `images`)" if len(bad) > 1 else ""
+        raise UploadError(422, f"image {first['index'] + 1} of {len(uploads)} "
+                               f"({first['name']}): {first['error']}{more}", bad)
+
+
+def create_app(classifier: Classifier, settings: Settings) -> PredictInFront:
+    """The ASGI app serving `classifier` (opened and warmed up: see
+    `inference.open_classifier`): `POST /predict` in front of the FastAPI app."""
     model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cnnctl-model")
     decoders = concurrent.futures.ThreadPoolExecutor(
         max(2, len(os.sched_getaffinity(0))), thread_name_prefix="cnnctl-decode")
@@ -90,8 +98,8 @@ def create_app(classifier: Classifier, settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        batcher = Batcher(classifier.probabilities, settings.max_batch, settings.max_wait_s,
-                          model_thread)
+        batcher = Batcher(classifier.classify_decoded, settings.max_batch, settings.max_wait_s,
+                          model_thread, prepare=classifier.decode_each)
         batcher.start()
         state.update(batcher=batcher, ready=True)
         try:
@@ -102,7 +110,7 @@ def create_app(classifier: Classifier, settings: Settings) -> Starlette:
             decoders.shutdown(wait=True)
             model_thread.shutdown(wait=True)
 
-    app = FastAPI(title="cnnctl serve",
+    app = FastAPI(title="cnnctl serve", lifespan=lifespan,
                   description="Image classification with a trained cnnctl run.")
     app.mount("/static", StaticFiles(directory=PAGE), name="static")
 
@@ -114,13 +122,7 @@ def create_app(classifier: Classifier, settings: Settings) -> Starlette:
         uploads = await images_of(request, settings.limits)
         batch, reasons = await asyncio.get_running_loop().run_in_executor(
             decoders, classifier.decode, [u.data for u in uploads])
-        bad = [{"index": i, "name": u.name, "error": reason}
-               for i, (u, reason) in enumerate(zip(uploads, reasons)) if reason is not None]
-        if bad:
-            first = bad[0]
-            more = f" (and {len(bad) - 1} more: see `images`)" if len(bad) > 1 else ""
-            raise UploadError(422, f"image {first['index'] + 1} of {len(uploads)} "
-                                   f"({first['name']}): {first['error']}{more}", bad)
+        refuse_unreadable(uploads, reasons)
         return [u.name for u in uploads], batch
 
     @app.get("/", include_in_schema=False)
@@ -138,17 +140,25 @@ def create_app(classifier: Classifier, settings: Settings) -> Starlette:
     async def metadata():
         return classifier.metadata()
 
-    async def predict_images(request: Request) -> Response:
+    async def predict(request: Request) -> tuple[int, bytes]:
+        """The status and JSON body answering a `POST /predict`. The raw uploads go to the
+        batcher, which decodes them on the model thread while it gathers their batch."""
         try:
             top_k = top_k_of(request, settings.top_k)
-            names, batch = await decoded(request)
+            uploads = await images_of(request, settings.limits)
+            answers = await state["batcher"].classify([u.data for u in uploads])
+            refuse_unreadable(uploads, [a if isinstance(a, str) else None for a in answers])
         except UploadError as e:
-            return error(e.status, e.message, e.images)
-        probs = await state["batcher"].classify(batch)
-        return json_response({"predictions": [{"name": name, "top": classifier.top(p, top_k)}
-                                              for name, p in zip(names, probs)]})
+            return e.status, error_body(e.status, e.message, e.images)
+        return 200, json.dumps({"predictions": [
+            {"name": u.name, "top": classifier.top(p, top_k)}
+            for u, p in zip(uploads, answers)]}).encode()
 
-    app.add_api_route("/predict", predict_images, methods=["POST"],
+    async def predict_route(request: Request) -> Response:  # what /docs shows and tries
+        status, body = await predict(request)
+        return Response(body, status_code=status, media_type="application/json")
+
+    app.add_api_route("/predict", predict_route, methods=["POST"],
                       openapi_extra={**IMAGES_BODY, "parameters": [TOP_K]},
                       summary="Top classes of one or several images, as `cnnctl predict --json`")
 
@@ -167,5 +177,29 @@ def create_app(classifier: Classifier, settings: Settings) -> Starlette:
              "overlay": "data:image/png;base64," + base64.b64encode(o["png"]).decode()}
             for name, o in zip(names, overlays)]}
 
-    return Starlette(routes=[Route("/predict", predict_images, methods=["POST"]), Mount("", app)],
-                     lifespan=lifespan)
+    return PredictInFront(predict, app)
+
+
+class PredictInFront:
+    """The ASGI app of `cnnctl serve`: `POST /predict`, the path that takes the load, answered
+    directly, every other request (and the lifespan) passed to the FastAPI app, which documents
+    `/predict` too with the same handler. Starlette's middleware, router and response objects
+    around a handler cost more CPU per request than the decode of a small image (py-spy under
+    load, BENCHMARKS.md "Serving")."""
+
+    JSON_HEADERS = [(b"content-type", b"application/json")]
+
+    def __init__(self, predict: Callable[[Request], Awaitable[tuple[int, bytes]]],
+                 app: FastAPI):
+        self.predict, self.app = predict, app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        try:
+            status, body = await self.predict(Request(scope, receive))
+        except ClientDisconnect:  # the client left before its body arrived: nobody to answer
+            return
+        await send({"type": "http.response.start", "status": status, "headers": [
+            *self.JSON_HEADERS, (b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})

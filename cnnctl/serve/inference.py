@@ -56,6 +56,19 @@ class Classifier:
             batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
         return predict.probabilities(self.opened.model.predict_on_batch(batch))[:n]
 
+    def decode_each(self, blobs: list[bytes]) -> list[np.ndarray | str]:
+        """Per uploaded image: its pixels [H, W, C], or why it cannot be read."""
+        batch, reasons = self.decode(blobs)
+        pixels = iter(batch)
+        return [next(pixels) if reason is None else reason for reason in reasons]
+
+    def classify_decoded(self, decoded: list[np.ndarray | str]) -> list[np.ndarray | str]:
+        """Per image of `decode_each`: its probabilities, in one model call for the readable
+        ones, or why it cannot be read."""
+        readable = [d for d in decoded if not isinstance(d, str)]
+        probs = iter(self.probabilities(np.stack(readable)) if readable else ())
+        return [d if isinstance(d, str) else next(probs) for d in decoded]
+
     def top(self, p: np.ndarray, k: int) -> list[dict]:
         names = self.names
         return predict.top_labels(p, names, max(1, min(k, len(names))))
