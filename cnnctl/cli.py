@@ -315,7 +315,7 @@ def serve(
     host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, metavar="PORT", help="Port to listen on (0: a free one).")] = 8000,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, max=4096, metavar="N", help="Images gathered from concurrent requests into one model call (1: no batching).")] = 64,
-    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0, max=10_000, metavar="MS", help="How long a batch waits for more images after its first.")] = 5.0,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0, max=10_000, metavar="MS", help="At most how long a batch waits for more images after its first (it closes sooner once none has come for half of it).")] = 5.0,
     top_k: Annotated[int, typer.Option("--top-k", min=1, metavar="K", help="Classes per image unless a request asks (?top_k=).")] = 5,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, metavar="MB", help="Largest request body accepted.")] = 20.0,
     max_images: Annotated[int, typer.Option("--max-images", min=1, max=100_000, metavar="N", help="Most images in one request.")] = 64,

@@ -7,10 +7,11 @@ import concurrent.futures
 from collections.abc import Callable
 from typing import Any
 
-# A batch being gathered closes early once no image has come for this part of --max-wait-ms:
+# A batch being gathered closes early once no image has come for this part of --max-wait-ms
+# (0.5: measured best of 0.1, 0.25, 0.5 and 1 = never, BENCHMARKS.md "Serving"):
 # under load the requests of a wave arrive a fraction of a millisecond apart, and waiting out
 # the whole window after the last of them only leaves the model idle.
-QUIET_PART = 0.25
+QUIET_PART = 0.5
 
 
 class Batcher:

@@ -333,9 +333,9 @@ def test_concurrent_requests_share_model_calls(limited, test_pngs):
 
 # --------------------------------------------------------------------------- start and stop
 def test_sigterm_answers_the_requests_in_flight_then_exits_0(serve_run, test_pngs):
-    # requests wait in the batcher: a batch closes 2 s after its last image (a quarter of the
-    # 8 s it may wait after its first)
-    server = start_server(serve_run, "--max-wait-ms", "8000")
+    # requests wait in the batcher: a batch closes 2 s after its last image (half of the 4 s it
+    # may wait after its first)
+    server = start_server(serve_run, "--max-wait-ms", "4000")
     files = [p.read_bytes() for p in test_pngs[:3]]
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         pending = [pool.submit(server.post_files, "/predict", [("x.png", data)]) for data in files]
