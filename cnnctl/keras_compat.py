@@ -58,6 +58,25 @@ def seed_variables(model: keras.Model) -> list:
 
 
 @contextlib.contextmanager
+def drawing_from(layer: "keras.layers.Layer", seed_generator: "keras.random.SeedGenerator"):
+    """A Keras image preprocessing layer draws its random transformation from `seed_generator`
+    inside the block, not from its own generator.
+
+    Keras has no public way to give a layer a seed per call: `get_random_transformation(seed=)`
+    is ignored by RandAugment and RandomColorJitter, and `__call__` takes none (no upstream
+    issue asks for one). Every image layer of Keras 3.15 asks its private
+    `_get_seed_generator(backend)` for the generator (keras/src/layers/preprocessing/
+    data_layer.py), which this shadows on the instance; `tests/model/test_strong_augmentation.py`
+    checks that the layers cnnctl seeds this way still obey it.
+    """
+    object.__setattr__(layer, "_get_seed_generator", lambda backend=None: seed_generator)
+    try:
+        yield
+    finally:
+        object.__delattr__(layer, "_get_seed_generator")
+
+
+@contextlib.contextmanager
 def ema_weights(callback: "keras.callbacks.SwapEMAWeights"):
     """The model holds the optimizer's moving average of its weights inside the block, its own
     weights again after it.

@@ -17,7 +17,7 @@ WRONG_COLOUR = "tab:red"
 UNKNOWN_COLOUR = "tab:gray"
 OTHER_COLOUR = "lightgray"
 
-_NOT_METRICS = {"epoch", "loss", "learning_rate", "lr", "epoch_seconds"}
+_NOT_METRICS = {"epoch", "loss", "learning_rate", "lr", "epoch_seconds", "phase"}
 
 
 # --- user text ------------------------------------------------------------------------------
@@ -213,6 +213,7 @@ def curves_figure(history_csv: Path, monitor: str = "val_loss"):
             ax.axvline(best[0], color="gray", linestyle="--", linewidth=1,
                        label=literal(f"best epoch {best[0]} ({best[1]}): {runs.BEST}",
                                      MAX_TITLE_CHARS))
+        _phase_lines(ax, epochs, history.get("phase"))
         ax.set_title(literal(name, MAX_TITLE_CHARS))
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -226,6 +227,18 @@ def curves_figure(history_csv: Path, monitor: str = "val_loss"):
         ax.grid(alpha=0.3)
         ax.legend()
     return fig
+
+
+def _phase_lines(ax, epochs: list[float], phase: list[float] | None) -> None:
+    """A dotted vertical line between the last epoch of one train.phases phase and the first of
+    the next, named after the phase that starts there."""
+    if not phase:
+        return
+    for before, after, epoch in zip(phase, phase[1:], epochs[1:]):
+        if before != after and math.isfinite(after):
+            ax.axvline(epoch - 0.5, color="black", linestyle=":", linewidth=1)
+            ax.annotate(f"phase {int(after)}", (epoch - 0.5, 1), xycoords=("data", "axes fraction"),
+                        xytext=(3, -12), textcoords="offset points", fontsize=8)
 
 
 def curves(history_csv: Path, out: Path, monitor: str = "val_loss") -> Path:

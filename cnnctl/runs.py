@@ -55,9 +55,9 @@ def first_epoch(rows: list[dict]) -> int:
 
 
 def monitor_mode(monitor: str) -> str:
-    """"max" for a metric that grows as the model gets better (accuracy, AUC, precision,
-    recall), "min" for the others (losses)."""
-    return "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall")) else "min"
+    """"max" for a metric that grows as the model gets better (accuracy, balanced accuracy,
+    AUC, precision, recall, F1), "min" for the others (losses)."""
+    return "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall", "f1")) else "min"
 
 
 def default_dir(loaded: config_lib.LoadedConfig) -> Path:

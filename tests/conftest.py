@@ -332,29 +332,42 @@ def fashion_mnist_home(fashion_mnist_files, use_keras_home):
 
 
 @pytest.fixture(scope="session")
-def cifar_folders(tmp_path_factory):
-    """root/{train,test}/{airplane,cat,ship}/*.jpg: the first 20 real CIFAR-10 JPEGs of 3 classes
-    per split, taken from cifar10-jpg.tar.gz without extracting the other 60,000 files."""
+def cifar_jpgs():
+    """cifar_jpgs(root, count, place=None) -> root: real CIFAR-10 JPEGs taken from
+    cifar10-jpg.tar.gz in one pass, without extracting the other files: the first
+    `count(split, class)` files of each split and class, written to
+    root / place(split, class) / NAME (default place: SPLIT/CLASS). Skips without the archive."""
     import os
     import tarfile
 
     archive = os.path.join(SHARED_DATA, "cifar10-jpg.tar.gz")
     if not os.path.isfile(archive):
         pytest.skip(f"{archive} not found")
-    root = tmp_path_factory.mktemp("cifar")
-    taken: dict[tuple[str, str], int] = {}
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar:
-            parts = member.name.split("/")  # cifar10-jpg/SPLIT/CLASS/NNNN.jpg
-            if not member.isfile() or len(parts) != 4 or parts[2] not in ("airplane", "cat", "ship"):
-                continue
-            key = (parts[1], parts[2])
-            if taken.get(key, 0) < 20:
-                taken[key] = taken.get(key, 0) + 1
-                target = root / parts[1] / parts[2] / parts[3]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(tar.extractfile(member).read())
-    return root
+
+    def take(root: Path, count, place=None) -> Path:
+        taken: dict[tuple[str, str], int] = {}
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                parts = member.name.split("/")  # cifar10-jpg/SPLIT/CLASS/NNNN.jpg
+                if not member.isfile() or len(parts) != 4:
+                    continue
+                key = (parts[1], parts[2])
+                if taken.get(key, 0) < count(*key):
+                    taken[key] = taken.get(key, 0) + 1
+                    folder = root / (place(*key) if place else Path(*key))
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / parts[3]).write_bytes(tar.extractfile(member).read())
+        return root
+
+    return take
+
+
+@pytest.fixture(scope="session")
+def cifar_folders(tmp_path_factory, cifar_jpgs):
+    """root/{train,test}/{airplane,cat,ship}/*.jpg: the first 20 real CIFAR-10 JPEGs of 3 classes
+    per split."""
+    return cifar_jpgs(tmp_path_factory.mktemp("cifar"),
+                      lambda split, c: 20 if c in ("airplane", "cat", "ship") else 0)
 
 
 FASHION_MNIST = Path(SHARED_DATA) / "fashion-mnist"

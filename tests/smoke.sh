@@ -119,6 +119,13 @@ verdict
 
 for config in "$REPO"/configs/*.yaml; do
   name=configs/$(basename "$config")
+  if [[ $name == configs/finetune_from_run.yaml ]]; then
+    # it starts from a previous run (its header says how to train it): named, in one line
+    step "cnnctl check $name (before its previous run exists)" 2 "$CNNCTL" check "$config"
+    need_output "train that run first"
+    verdict
+    continue
+  fi
   # offline too: a pretrained backbone is built with random weights (README: no download)
   step "cnnctl check $name" 0 "$CNNCTL" check "$config"
   need_output "params"

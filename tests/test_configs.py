@@ -25,8 +25,11 @@ PARAMS = {
     "fashion_mnist": MNIST_CNN,
     "tune_fashion_mnist": MNIST_CNN,  # at the width it starts from (32)
     "quickstart": MNIST_CNN,
+    "csv_example": MNIST_CNN,
     "cifar10": CIFAR_CNN,
     "cifar10_folders": CIFAR_CNN,
+    # the cifar10_folders CNN of 8 classes up to its 1,024-unit dense layer, and a 2-class head
+    "finetune_from_run": CIFAR_CNN - (1024 * 10 + 10) + (1024 * 2 + 2),
     "cats_vs_dogs": 97_569,
     "resnet20_cifar10": 274_042,
     "unet": 482_067,
@@ -48,14 +51,28 @@ L = keras.layers
 
 
 @pytest.fixture(scope="module")
-def checked():
+def previous_run(tmp_path_factory) -> Path:
+    """The run configs/finetune_from_run.yaml starts from, as its header says to train it
+    (configs/cifar10_folders.yaml with 8 classes), untrained: `cnnctl check` reads its config
+    and model, not its weights."""
+    from cnnctl import runs
+
+    loaded = config_lib.load(CONFIGS / "cifar10_folders.yaml", ["model.layers[6].units=8"])
+    run = runs.create(loaded, tmp_path_factory.mktemp("cifar8") / "run")
+    model_lib.assemble(loaded).save(run / runs.CHECKPOINTS / runs.BEST)
+    return run
+
+
+@pytest.fixture(scope="module")
+def checked(previous_run):
     """`cnnctl check CONFIG --json`, run once per config: name -> parsed JSON."""
     runner, results = CliRunner(), {}
+    overrides = {**OVERRIDES, "finetune_from_run": ["--set", f"model.backbone.run={previous_run}"]}
 
     def check(name: str) -> dict:
         if name not in results:
             result = runner.invoke(app, ["check", str(CONFIGS / f"{name}.yaml"), "--json",
-                                         *OVERRIDES.get(name, [])])
+                                         *overrides.get(name, [])])
             assert result.exit_code == 0, result.output
             results[name] = json.loads(result.stdout)
         return results[name]
@@ -98,7 +115,8 @@ def test_param_counts(checked, name):
 def test_classifier_outputs(checked):
     for name in ALL:
         if name != "unet":
-            classes = 1 if name == "cats_vs_dogs" else 1000 if name in APPLICATIONS or name == "regnetx_002" else 10
+            classes = 1 if name == "cats_vs_dogs" else 2 if name == "finetune_from_run" else \
+                1000 if name in APPLICATIONS or name == "regnetx_002" else 10
             assert checked(name)["output_shape"] == [classes], name
     assert checked("unet")["output_shape"] == [128, 128, 3]  # a class distribution per pixel
 

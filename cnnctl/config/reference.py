@@ -26,6 +26,7 @@ _SECTIONS = [
     ("train", schema_lib.TrainConfig),
     ("train.early_stopping", schema_lib.EarlyStopping),
     ("train.reduce_lr_on_plateau", schema_lib.ReduceLROnPlateau),
+    ("train.phases[i]", schema_lib.Phase),
     ("run", schema_lib.RunConfig),
     ("tune", schema_lib.TuneConfig),
     ("tune.sampler", schema_lib.TuneSampler),

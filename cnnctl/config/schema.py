@@ -114,14 +114,43 @@ class BlockTemplate(Strict):
 
 
 class Backbone(Strict):
-    """A network from keras.applications, used without its classification top."""
+    """A network from keras.applications, used without its classification top, or the trained
+    model of a previous cnnctl run cut after one of its layers."""
 
-    name: str = Field(description="A keras.applications model, e.g. ResNet50, MobileNetV2, "
-                      "EfficientNetB0, VGG16.")
-    weights: str | None = Field(None, description="null, `imagenet`, or a path to a weights file.")
-    trainable: bool = Field(True, description="false freezes the backbone (train the head only).")
+    name: str | None = Field(None, description="A keras.applications model, e.g. ResNet50, "
+                             "MobileNetV2, EfficientNetB0, VGG16 (or give `run`).")
+    weights: str | None = Field(None, description="null, `imagenet`, or a path to a weights file "
+                                "(.h5 or .weights.h5; a relative path is looked for beside the config file, "
+                                "then in the current directory).")
+    trainable: bool = Field(True, description="false freezes the backbone (train the head only); "
+                            "train.phases, where given, decide instead.")
     pooling: Literal["avg", "max"] | None = Field(
         None, description="Global pooling at the backbone's end (null: keep the feature map).")
+    run: str | None = Field(None, description="Instead of `name`: a previous cnnctl run "
+                            "directory (looked for as `weights` is) whose trained model, with "
+                            "its preprocessing, is the backbone.")
+    until: str | None = Field(None, description="With `run`: the layer of the run's model "
+                              "after which it is cut (the config's `layers:` follow it).")
+
+    @model_validator(mode="after")
+    def _name_or_run(self) -> "Backbone":
+        if (self.name is None) == (self.run is None):
+            raise keyed_error("name", ("give either `name` (a keras.applications model) or "
+                              "`run` (a previous cnnctl run directory), not both") if self.name
+                              else ("missing: give `name` (a keras.applications model) or `run` "
+                                    "(a previous cnnctl run directory)"))
+        if self.run is not None:
+            if self.until is None:
+                raise keyed_error("until", "a `run` backbone needs `until`: the name of the "
+                                  "layer of the run's model after which it is cut")
+            for key in ("weights", "pooling"):
+                if getattr(self, key) is not None:
+                    raise keyed_error(key, f"a `run` backbone keeps the run's trained weights "
+                                      f"and layers; `{key}` is for a keras.applications `name`")
+        elif self.until is not None:
+            raise keyed_error("until", "`until` cuts a `run` backbone; a keras.applications "
+                              "`name` is used whole, without its top")
+        return self
 
 
 class ModelConfig(Strict):
@@ -164,7 +193,7 @@ class Preprocessing(Strict):
 
 
 class DataConfig(Strict):
-    source: Literal["keras", "tfds", "folder", "npz"] = Field(
+    source: Literal["keras", "tfds", "folder", "npz", "csv"] = Field(
         "keras", description="Where the images come from.")
     name: str | None = Field(None, description="keras: mnist, fashion_mnist, cifar10, cifar100; "
                              "tfds: a TensorFlow Datasets name.")
@@ -173,6 +202,21 @@ class DataConfig(Strict):
     val_dir: str | None = Field(None, description="folder: validation images, one subfolder per class.")
     test_dir: str | None = Field(None, description="folder: test images, one subfolder per class.")
     path: str | None = Field(None, description="npz: file with x_train, y_train, x_test, y_test.")
+    train_csv: str | None = Field(None, description="csv: a CSV (.csv) or TSV (.tsv) file of "
+                                  "image paths and labels, one image a row under a header row; "
+                                  "paths relative to the file's folder, or absolute.")
+    val_csv: str | None = Field(None, description="csv: validation images, a file like train_csv.")
+    test_csv: str | None = Field(None, description="csv: test images, a file like train_csv.")
+    path_column: str = Field("path", min_length=1, description="csv: the header of the image "
+                             "path column.")
+    label_column: str = Field("label", min_length=1, description="csv: the header of the label "
+                              "column (class names, or class indices 0, 1, ...).")
+    delimiter: str | None = Field(None, min_length=1, max_length=1, description="csv: the "
+                                  "field separator (default: a tab in .tsv and .tab files, else a "
+                                  "comma).")
+    class_names: list[str] | None = Field(None, min_length=1, description="csv: the classes in "
+                                          "label order (default: train_csv's labels sorted, or "
+                                          "0..N for integer labels); other labels are errors.")
     image_size: list[Size] | None = Field(None, min_length=2, max_length=2,
                                                  description="Height, width images are resized to.")
     color_mode: Literal["rgb", "grayscale"] | None = Field(
@@ -190,10 +234,15 @@ class DataConfig(Strict):
         "auto", description="jax, torch backends: hold the in-memory data set on the accelerator "
         "and draw batches there, with no copy from the host per step; auto: when a GPU is "
         "visible and the data takes at most 4 GiB there.")
+    sampling: Literal["none", "balanced"] = Field(
+        "none", description="balanced: each training epoch draws every class equally often "
+        "(minority images repeat, majority ones are subsampled), as many images as a plain "
+        "epoch, in an order fixed by (train.seed, epoch).")
 
     @model_validator(mode="after")
     def _source_fields(self) -> "DataConfig":
-        required = {"keras": "name", "tfds": "name", "folder": "train_dir", "npz": "path"}[self.source]
+        required = {"keras": "name", "tfds": "name", "folder": "train_dir", "npz": "path",
+                    "csv": "train_csv"}[self.source]
         if getattr(self, required) is None:
             raise ValueError(f"source {self.source!r} needs `{required}`")
         return self
@@ -207,6 +256,17 @@ class DataConfig(Strict):
             raise ValueError(f"unknown keras data set {name!r}{wording.did_you_mean(name, KERAS_DATASETS)}; "
                              f"choose one of {', '.join(KERAS_DATASETS)}")
         return name
+
+    @field_validator("class_names")
+    @classmethod
+    def _distinct_class_names(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None:
+            if any(not n.strip() for n in names):
+                raise ValueError("class names must not be empty")
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"class {twice[0]!r} is named twice; give each class once")
+        return names
 
 
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -330,16 +390,127 @@ class RandomCrop(AugmentBase):
         return value
 
 
+# Strong augmentation: Keras 3's own layers (built in cnnctl.model.strong_augment). mix_up and
+# cut_mix mix the labels of a batch too, so they run where the labels are: the pipeline.
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+FractionRange = Annotated[Union[Fraction, tuple[Fraction, Fraction]], BeforeValidator(_range)]
+Interpolation = Literal["bilinear", "nearest"]
+
+
+class RandAugment(AugmentBase):
+    """keras.layers.RandAugment: num_ops random operations of its list per image."""
+
+    type: Literal["rand_augment"] = "rand_augment"
+    num_ops: Annotated[int, Field(gt=0, le=16)] | None = Field(
+        None, description="Operations applied one after another to each image (default 2).")
+    factor: FractionRange | None = Field(
+        None, description="Strength of the operations, 0..1: f draws it in [0, f], [low, high] "
+        "in that range (default 0.5).")
+    interpolation: Interpolation | None = Field(
+        None, description="Resampling of the geometric operations (default bilinear).")
+
+
+class AugMix(AugmentBase):
+    """keras.layers.AugMix: a Dirichlet mix of num_chains chains of random operations, blended
+    with the original image."""
+
+    type: Literal["aug_mix"] = "aug_mix"
+    num_chains: Annotated[int, Field(gt=0, le=16)] | None = Field(
+        None, description="Chains of operations mixed together (default 3).")
+    chain_depth: Annotated[int, Field(gt=0, le=16)] | None = Field(
+        None, description="Steps per chain, each an operation or none, so 0 to this many "
+        "operations (default 3).")
+    factor: FractionRange | None = Field(
+        None, description="Strength of the operations, 0..1: f draws it in [0, f], [low, high] "
+        "in that range (default 0.3).")
+    alpha: Annotated[PositiveFloat, Field(allow_inf_nan=False)] | None = Field(
+        None, description="Concentration of the Dirichlet (chain weights) and Beta (blend "
+        "with the original) draws (default 1.0).")
+    all_ops: bool | None = Field(
+        None, description="Also brightness, color, contrast and sharpness operations "
+        "(default true).")
+    interpolation: Interpolation | None = Field(
+        None, description="Resampling of the geometric operations (default bilinear).")
+
+
+class MixUp(AugmentBase):
+    """keras.layers.MixUp: each image and its one-hot label blended with another's of the batch."""
+
+    type: Literal["mix_up"] = "mix_up"
+    alpha: Annotated[PositiveFloat, Field(allow_inf_nan=False)] | None = Field(
+        None, description="Beta(alpha, alpha) draws each image's blend weight (default 0.2; "
+        "smaller blends less). Mixes the labels too: placement pipeline only.")
+
+
+class CutMix(AugmentBase):
+    """keras.layers.CutMix: a random box of each image replaced by the same box of another image
+    of the batch, the labels mixed by the box's area."""
+
+    type: Literal["cut_mix"] = "cut_mix"
+    factor: FractionRange | None = Field(
+        None, description="Range the mix weight is drawn from, 0..1 (default 1: any box size). "
+        "Mixes the labels too: placement pipeline only.")
+
+
+class RandomErasing(AugmentBase):
+    """keras.layers.RandomErasing: a random box of each image filled with noise or a value."""
+
+    type: Literal["random_erasing"] = "random_erasing"
+    factor: FractionRange | None = Field(
+        None, description="Probability that an image is erased (default 1.0): f draws it in "
+        "[0, f] per image, [low, high] in that range.")
+    scale: tuple[Fraction, Fraction] | None = Field(
+        None, description="[low, high] range of the erased box's area, a fraction of the "
+        "image (each side is the square root of a draw; default [0.02, 0.33]).")
+    fill_value: Finite | None = Field(
+        None, description="Pixel value (0..255) the box is filled with (default: noise, "
+        "normal * 255 clipped to 0..255).")
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _scale_pair(cls, value: Any) -> Any:
+        return _range(value)
+
+
+class RandomGrayscale(AugmentBase):
+    """keras.layers.RandomGrayscale (3-channel images)."""
+
+    type: Literal["random_grayscale"] = "random_grayscale"
+    factor: Fraction | None = Field(
+        None, description="Probability that an image is turned gray (default 0.5).")
+
+
+class RandomColorJitter(AugmentBase):
+    """keras.layers.RandomColorJitter: brightness, contrast, saturation and hue, each in turn."""
+
+    type: Literal["random_color_jitter"] = "random_color_jitter"
+    NEEDS = (("brightness_factor", "contrast_factor", "saturation_factor", "hue_factor"),)
+    brightness_factor: Factor | None = Field(
+        None, description="As random_brightness's factor (fraction of 0..255, within [-1, 1]).")
+    contrast_factor: Factor | None = Field(
+        None, description="As random_contrast's factor.")
+    saturation_factor: FractionRange | None = Field(
+        None, description="Saturation, 0..1, drawn in [0, f] or [low, high]: 0 gray, 0.5 "
+        "unchanged, 1 fully saturated (3-channel images).")
+    hue_factor: FractionRange | None = Field(
+        None, description="Hue shift, 0..1, drawn in [0, f] or [low, high]: 0 none, 1 the "
+        "most (3-channel images).")
+
+
 AUGMENT_SPECS: dict[str, type[AugmentBase]] = {
     cls.model_fields["type"].default: cls
     for cls in (RandomFlip, RandomRotation, RandomZoom, RandomTranslation, RandomContrast,
-                RandomBrightness, RandomCrop)
+                RandomBrightness, RandomCrop, RandAugment, AugMix, MixUp, CutMix, RandomErasing,
+                RandomGrayscale, RandomColorJitter)
 }
+# the augmentation types that mix the labels of a batch as well as its images
+LABEL_MIXING = frozenset({"mix_up", "cut_mix"})
 # the keys of all augmentation types (each type takes some of them)
 AUGMENT_KEYS = frozenset(k for cls in AUGMENT_SPECS.values() for k in cls.model_fields) - {"type"}
 
 AugmentSpec = Annotated[Union[RandomFlip, RandomRotation, RandomZoom, RandomTranslation,
-                              RandomContrast, RandomBrightness, RandomCrop],
+                              RandomContrast, RandomBrightness, RandomCrop, RandAugment, AugMix,
+                              MixUp, CutMix, RandomErasing, RandomGrayscale, RandomColorJitter],
                         Field(discriminator="type")]
 """One item of `augmentation.layers`: a Keras random preprocessing layer, by `type`."""
 
@@ -350,6 +521,19 @@ class AugmentationConfig(Strict):
         "the model, run on the accelerator and inactive at inference.")
     layers: list[AugmentSpec] = Field(default_factory=list, description="Applied in order, "
                                       "to training images only (see augmentation types below).")
+
+    @model_validator(mode="after")
+    def _labels_in_reach(self) -> "AugmentationConfig":
+        # a layer in the model sees images only: mixing labels needs the pipeline's batches
+        mixing = [f"{s.type} (layers[{i}])" for i, s in enumerate(self.layers)
+                  if s.type in LABEL_MIXING]
+        if mixing and self.placement == "model":
+            raise keyed_error("placement", (
+                f"{', '.join(mixing)} {'mixes' if len(mixing) == 1 else 'mix'} the labels of a "
+                "batch, which layers in the model "
+                "never see; set augmentation.placement: pipeline (all augmentation then runs on "
+                "the training batches, before the model)"))
+        return self
 
 
 # --------------------------------------------------------------------------- training
@@ -406,8 +590,10 @@ class LossConfig(Strict):
 
 
 class MetricConfig(Strict):
-    name: Literal["accuracy", "top_k_accuracy", "precision", "recall", "auc"] = Field(
-        description="`- accuracy` is short for `- {name: accuracy}`.")
+    name: Literal["accuracy", "top_k_accuracy", "precision", "recall", "auc",
+                  "balanced_accuracy", "macro_f1"] = Field(
+        description="`- accuracy` is short for `- {name: accuracy}`; balanced_accuracy (the mean "
+        "recall of the classes) and macro_f1 (the mean F1) count argmax predictions.")
     k: Count = Field(5, description="top_k_accuracy: how many top classes count.")
 
     @model_validator(mode="before")
@@ -430,6 +616,46 @@ class ReduceLROnPlateau(Strict):
     min_lr: Annotated[NonNegativeFloat, Field(allow_inf_nan=False)] = 0.0
 
 
+class TrainLast(Strict):
+    last: Annotated[int, Field(gt=0, le=MAX_COUNT)] = Field(
+        description="The last N layers of the backbone are trained.")
+
+
+class TrainFrom(Strict):
+    model_config = {**Strict.model_config, "serialize_by_alias": True}
+
+    from_layer: str = Field(alias="from", min_length=1, description="The backbone's layers "
+                            "from this one (by name) on are trained.")
+
+
+class Phase(Strict):
+    """One phase of `train.phases`: epochs with their own trainable layers and learning rate."""
+
+    epochs: int = Field(gt=0, le=MAX_EPOCHS, description="Epochs of this phase.")
+    trainable: Literal["all", "none"] | TrainLast | TrainFrom = Field(
+        "all", description="The backbone layers trained in this phase (the config's `layers:`, "
+        "the head, always are): all, none (head only), {last: N} or {from: LAYER}; the "
+        "backbone's batch-norm layers stay frozen, in inference mode, throughout.")
+    learning_rate: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = Field(
+        None, description="Peak learning rate of this phase (default optimizer.learning_rate).")
+    schedule: Schedule | None = Field(None, description="Learning-rate schedule of this phase, "
+                                      "over its own epochs (default optimizer.schedule).")
+
+
+def _class_weight(value: Any) -> Any:
+    """`train.class_weight`: auto or {class name: weight}, checked here in full so that a bad
+    value gets one error, not one per member of the union."""
+    if value is None or value == "auto":
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"must be auto or a mapping {{class name: weight}} (got {value!r})")
+    for name, weight in value.items():
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not (
+                math.isfinite(weight) and weight > 0):
+            raise ValueError(f"the weight of class {name!r} must be a number above 0 (got {weight!r})")
+    return {str(name): float(weight) for name, weight in value.items()}
+
+
 class TrainConfig(Strict):
     epochs: int = Field(10, gt=0, le=MAX_EPOCHS, description="Passes over the training data.")
     batch_size: int = Field(32, gt=0, le=MAX_BATCH, description="Images per step.")
@@ -447,8 +673,15 @@ class TrainConfig(Strict):
     backup_every_steps: Count | None = Field(
         None, description="Also back up every N steps (a backup is always written at each "
         "epoch end); a resumed run continues from the newest backup.")
-    checkpoint_monitor: str = Field("val_loss", description="Metric that picks best.keras; "
-                                    "falls back to loss when there is no validation data.")
+    class_weight: Annotated[Union[Literal["auto"], dict[str, float]],
+                            BeforeValidator(_class_weight)] | None = Field(
+        None, description="Weigh each training image's loss by its class: auto (inverse class "
+        "frequency of the training split, averaging 1 over its images) or {class name: "
+        "weight} (classes not named weigh 1).")
+    checkpoint_monitor: str = Field("val_loss", description="Metric that picks best.keras: "
+                                    "loss or one of `metrics`, val_ in front for the validation "
+                                    "figure (val_balanced_accuracy and val_macro_f1 need not be "
+                                    "listed); falls back to loss when there is no validation data.")
     test_time_augmentation: Literal["none", "flip"] = Field(
         "none", description="flip: final metrics (and `cnnctl eval`, `predict`) average the "
         "probabilities of each image and its horizontal mirror.")
@@ -461,6 +694,20 @@ class TrainConfig(Strict):
     scale_lr_with_replicas: bool = Field(
         False, description="With distribute: multiply the learning rates by the number of "
         "replicas (the global batch is batch_size times that).")
+    phases: list[Phase] | None = Field(
+        None, min_length=1, description="Fine-tuning: phases trained one after another in the "
+        "same run, each with a new optimizer (see \"Fine-tuning\"); epochs is their sum.")
+
+    @model_validator(mode="after")
+    def _phase_epochs(self) -> "TrainConfig":
+        if self.phases:
+            total = sum(p.epochs for p in self.phases)
+            if "epochs" in self.model_fields_set and self.epochs != total:
+                raise keyed_error("epochs", f"is {self.epochs} but train.phases add up to "
+                                  f"{total} epochs; leave epochs out (the phases set it) or "
+                                  "make them agree")
+            self.__dict__["epochs"] = total
+        return self
 
 
 class RunConfig(Strict):

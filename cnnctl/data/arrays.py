@@ -89,9 +89,10 @@ class Stream(_Arrays):
 
     def __init__(self, part: sources.Part, num_classes: int, label_mode: str, batch_size: int,
                  seed: int, start: tuple[int, int], augment: list, on_device: bool = False,
-                 multiple: int = 1):
+                 multiple: int = 1, order: Callable[[int], np.ndarray] | None = None):
         super().__init__(part, num_classes, label_mode, on_device)
         self.batch_size, self.seed, self.augment = batch_size, seed, augment
+        self.order = order  # epoch -> its image indices (`data.sampling`), else a permutation
         # the last batch of an epoch is cut to a multiple of `multiple` images
         self.used = self.count - self.count % batch_size % multiple
         self.steps = -(-self.used // batch_size)
@@ -104,30 +105,34 @@ class Stream(_Arrays):
 
     def permutation(self, epoch: int) -> np.ndarray:
         if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.count))
+            self._order = (epoch, self.order(epoch) if self.order is not None else
+                           np.random.default_rng([self.seed, epoch]).permutation(self.count))
         return self._order[1]
 
     def __getitem__(self, index: int):
         epoch, step = divmod(self.first + index, self.steps)
         x, y = self.rows(self.permutation(epoch)[step * self.batch_size:
                                                  min((step + 1) * self.batch_size, self.used)])
-        for layer in self.augment:
-            x = layer(x, training=True)
-        if self.augment and not self.on_device:
-            x = keras.ops.convert_to_numpy(x)
+        if self.augment:
+            from cnnctl.model import strong_augment
+
+            x, y = strong_augment.augment_batch(self.augment, x, y, self.first + index)
+            if not self.on_device:
+                x, y = keras.ops.convert_to_numpy(x), keras.ops.convert_to_numpy(y)
         return x, y
 
 
 def train_stream(part: sources.Part, num_classes: int, label_mode: str, train,
-                 augment: list, on_device: bool = False,
-                 multiple: int = 1) -> Callable[[int, int], Stream]:
+                 augment: list, on_device: bool = False, multiple: int = 1,
+                 order: Callable[[int], np.ndarray] | None = None) -> Callable[[int, int], Stream]:
     """`train_from(epoch, step)` for an in-memory part (see `Stream`); with `on_device` the
-    part is copied to the device once, for every stream built from it."""
+    part is copied to the device once, for every stream built from it. `order(epoch)`: the
+    image indices of each epoch (`data.sampling`), instead of a seeded permutation."""
     images, labels = place(part, on_device)
     part = sources.Part(labels, images=images)
 
     def train_from(epoch: int, step: int) -> Stream:
         return Stream(part, num_classes, label_mode, train.batch_size, train.seed,
-                      (epoch, step), augment, on_device, multiple)
+                      (epoch, step), augment, on_device, multiple, order)
 
     return train_from

@@ -82,6 +82,9 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int =
     if label_mode not in batches.LABEL_MODES or not set(splits) <= set(SPLITS):
         raise ValueError(f"label_mode must be one of {batches.LABEL_MODES} and splits among {SPLITS}; "
                          f"received label_mode={label_mode!r}, splits={splits!r}")
+    from cnnctl.model import strong_augment
+
+    strong_augment.check_labels(config, label_mode)  # before the data is read
     spec = images.image_spec(input_shape, data.image_size, data.color_mode)
     carving = data.validation_split > 0
     need = set(splits) - {"val"} | ({"train" if carving else "val"} if "val" in splits else set())
@@ -119,7 +122,8 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int =
                                           multiple=multiple)
                      for name, part in parts.items() if name != "train"}
         stream = (lambda part: arrays.train_stream(part, n, label_mode, config.train, augment,
-                                                   on_device=device, multiple=multiple))
+                                                   on_device=device, multiple=multiple,
+                                                   order=_order(data, part, config.train.seed)))
     else:
         if multiple > 1:
             raise ConfigValueError("train.distribute", "data_parallel shards in-memory data sets "
@@ -136,7 +140,8 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int =
         pipelines = {name: tfdata.pipeline(part, spec, n, label_mode)
                      for name, part in parts.items() if name != "train"}
         stream = (lambda part: tfdata.train_stream(part, spec, n, label_mode, config.train,
-                                                   augment))
+                                                   augment, order=_order(data, part,
+                                                                         config.train.seed)))
     train_from = None
     if "train" in parts:
         train_from = stream(parts["train"])
@@ -152,6 +157,13 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int =
                          else [str(f) for f in part.files] for name, part in parts.items()},
                   steps_per_epoch=arrays_steps(len(parts["train"]), config.train.batch_size,
                                                multiple) if "train" in parts else 0)
+
+
+def _order(data, part: sources.Part, seed: int):
+    """The image order of each training epoch under `data.sampling` (None: a permutation)."""
+    from cnnctl.data import sampling
+
+    return sampling.epoch_order(data.sampling, part.labels, seed)
 
 
 def arrays_steps(n: int, batch_size: int, multiple: int = 1) -> int:
@@ -213,9 +225,10 @@ def _need_tensorflow(data) -> None:
 def _check_readable(split: str, before: np.ndarray, part: sources.Part, class_names, data,
                     skipped: list[tuple[str, str]]) -> None:
     """Refuse a split, or a class of it, whose files were all skipped as unreadable."""
-    key = {"train": "data.train_dir", "val": "data.val_dir", "test": "data.test_dir"}[split]
-    if data.source == "folder" and split == "val" and data.validation_split > 0:
-        key = "data.train_dir"
+    kind = "csv" if data.source == "csv" else "dir"
+    key = f"data.{split}_{kind}"
+    if data.source in ("folder", "csv") and split == "val" and data.validation_split > 0:
+        key = f"data.train_{kind}"
     folder = getattr(data, key.split(".")[1], None)
     where = f" in {folder}" if folder else ""
     example = f", e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
@@ -229,7 +242,8 @@ def _check_readable(split: str, before: np.ndarray, part: sources.Part, class_na
                         if Path(path).parent.name == empty[0]), example)
         raise ConfigValueError(key, f"no readable images for class {', '.join(map(repr, empty))}"
                           f"{where} (all its files were skipped as unreadable{example}); fix or "
-                          "replace them, or remove the class folder")
+                          "replace them, or remove the class "
+                          + ("rows" if kind == "csv" else "folder"))
 
 
 def _prepare(part: sources.Part, spec: images.ImageSpec, skipped: list, data,

@@ -18,7 +18,7 @@ from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError, ConfigValueError
 
 
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
     """A path as given, plus where a relative one was looked for (the current directory)."""
     return str(path) if path.is_absolute() else (
         f"{path} (relative to the current directory, {Path.cwd()})")
@@ -139,7 +139,7 @@ def resolve_npz(path: str):
     file = Path(path).expanduser()
     if not file.is_file():
         what = "is a folder, not a file" if file.is_dir() else "not found"
-        raise ConfigValueError("data.path", f"{_shown(file)} {what}; give a .npz file with "
+        raise ConfigValueError("data.path", f"{shown_path(file)} {what}; give a .npz file with "
                               "x_train, y_train, x_test, y_test (like keras's mnist.npz)")
     return file
 
@@ -259,7 +259,7 @@ def folder_source(data, need) -> tuple[list[str], dict[str, Part]]:
                          if d.is_dir() and not d.name.startswith("."))
     if not class_names:
         loose = [f for f in _entries(train_dir, "data.train_dir") if images.is_image_file(f.name)]
-        holds = (f"it holds {_count(len(loose), 'image file')} but no folders" if loose
+        holds = (f"it holds {plural(len(loose), 'image file')} but no folders" if loose
                  else "it is empty")
         raise ConfigValueError("data.train_dir", f"{train_dir} has no class subfolders ({holds}); put "
                           f"each class's images in a subfolder, e.g. {train_dir / 'cat'}/1.jpg")
@@ -280,12 +280,13 @@ def _folder(path: str, key: str) -> Path:
     folder = Path(path).expanduser()
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "not found"
-        raise ConfigValueError(key, f"folder {_shown(folder)} {what}; give a folder with one "
+        raise ConfigValueError(key, f"folder {shown_path(folder)} {what}; give a folder with one "
                               "subfolder of images per class")
     return folder
 
 
-def _count(n: int, noun: str) -> str:
+def plural(n: int, noun: str) -> str:
+    """`1 file`, `3 files`."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
@@ -311,7 +312,7 @@ def _folder_part(folder: Path, class_names: list[str], where: str) -> Part:
         if not files:
             others = [f.name for f in _entries(sub, where, "class folder") if not f.is_dir()]
             kinds = ", ".join(images.IMAGE_EXTENSIONS)
-            holds = (f"; it holds {_count(len(others), 'other file')}, e.g. {sorted(others)[0]}"
+            holds = (f"; it holds {plural(len(others), 'other file')}, e.g. {sorted(others)[0]}"
                      if others else "")
             raise ConfigValueError(where, f"class folder {sub} has no image files ({kinds}){holds}; "
                               "add images or remove it")
@@ -328,7 +329,8 @@ def known_class_names(data) -> list[str] | None:
     """The class names a source gives, where they are known without reading any image.
 
     keras.datasets sets have fixed classes; an .npz file has its class_names array or its
-    labels (those arrays alone are read); a folder's classes are the subfolders of train_dir.
+    labels (those arrays alone are read); a folder's classes are the subfolders of train_dir;
+    a CSV source's are data.class_names or the labels of train_csv (no image is read).
     Where that would take more (tfds: building the data set) or the data is not there, or
     not readable as such, the answer is None: loading the data says what is wrong.
 
@@ -351,6 +353,10 @@ def known_class_names(data) -> list[str] | None:
         except OSError:
             return None
         return names or None
+    if data.source == "csv":
+        from cnnctl.data import csv_source
+
+        return csv_source.csv_class_names(data)
     return None
 
 
@@ -373,5 +379,12 @@ def _npz_class_names(path: str) -> list[str] | None:
     return [str(i) for i in range(max(int(y.max()) for y in labels) + 1)]
 
 
+def _csv_source(data, need) -> tuple[list[str], dict[str, Part]]:
+    """CSV / TSV label files: see `cnnctl.data.csv_source` (which builds on this module)."""
+    from cnnctl.data import csv_source
+
+    return csv_source.csv_source(data, need)
+
+
 SOURCES = {"keras": keras_source, "npz": npz_source, "tfds": tfds_source,
-           "folder": folder_source}
+           "folder": folder_source, "csv": _csv_source}

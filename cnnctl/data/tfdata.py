@@ -38,12 +38,15 @@ def decode_all(part: sources.Part, spec) -> np.ndarray:
 
 
 def train_stream(part: sources.Part, spec, num_classes: int, label_mode: str, train,
-                 augment: list) -> Callable[[int, int], tf.data.Dataset]:
+                 augment: list, order: Callable[[int], np.ndarray] | None = None
+                 ) -> Callable[[int, int], tf.data.Dataset]:
     """The training stream as a function of where it starts (epoch, step).
 
     Each epoch is a permutation drawn from (seed, epoch) with stateless ops, so the stream can
     be rebuilt at any step of any epoch: that is what makes a resumed run equal to an
-    uninterrupted one. Batches never straddle two epochs.
+    uninterrupted one. Batches never straddle two epochs. `order(epoch)`, when given, gives
+    the epoch's image indices instead (`data.sampling`, see `sampling.epoch_order`); it must
+    depend on the epoch only, and give len(part) of them.
     """
     autotune = tf.data.AUTOTUNE
     n, batch_size = len(part), train.batch_size
@@ -51,6 +54,9 @@ def train_stream(part: sources.Part, spec, num_classes: int, label_mode: str, tr
     to_labels = batches.label_fn(label_mode, num_classes, tf)
     labels = part.labels.astype(np.int32)
     def permutation(epoch):
+        if order is not None:
+            drawn = tf.numpy_function(lambda e: order(int(e)), [epoch], tf.int64, stateful=False)
+            return tf.ensure_shape(drawn, [n])
         noise = tf.random.stateless_uniform([n], seed=tf.stack([seed, tf.cast(epoch, tf.int64)]))
         return tf.argsort(noise)
 
@@ -82,11 +88,13 @@ def train_stream(part: sources.Part, spec, num_classes: int, label_mode: str, tr
         rest = tf.data.Dataset.range(epoch + 1, 2**62).flat_map(lambda e: epoch_batches(e, 0))
         ds = to_batches(first.concatenate(rest))
         if augment:
-            def apply(x, y):
-                for layer in augment:
-                    x = layer(x, training=True)
-                return x, y
-            ds = ds.map(apply, num_parallel_calls=autotune)
+            from cnnctl.model import strong_augment
+
+            # each batch with its global step: the seed of the layers that draw from it
+            steps = tf.data.Dataset.range(epoch * -(-n // batch_size) + step, 2**62)
+            ds = tf.data.Dataset.zip(steps, ds).map(
+                lambda g, xy: strong_augment.augment_batch(augment, *xy, g, in_tf_data=True),
+                num_parallel_calls=autotune)
         return ds.prefetch(autotune)
 
     return train_from

@@ -50,12 +50,16 @@ def build_with_info(loaded: config_lib.LoadedConfig, *,
     builder = _Builder(loaded, keras.Input(shape=tuple(cfg.input_shape), name=graph_lib.INPUT))
     if cfg.backbone is not None:
         base = _backbone(loaded, cfg.input_shape, pretrained)
+        from cnnctl.train import phases  # train.phases choose among its layers
+
+        phases.mark_backbone(base)
         # model.layers follow the backbone: for them (and the blocks they use), `input` is its
         # output, whether named in `inputs` or implied as the first layer's input
         out = base(builder.inputs)
         builder.tensors[base.name] = builder.tensors[graph_lib.INPUT] = out
         builder.stack.append(base)
-        builder.infos.append(LayerInfo(base, f"backbone {cfg.backbone.name}",
+        kind = cfg.backbone.name or f"run {cfg.backbone.run}"
+        builder.infos.append(LayerInfo(base, f"backbone {kind}",
                                        [tuple(builder.inputs.shape)], tuple(out.shape)))
         builder.previous = base.name
     # nodes are built while the graph is expanded where a block asks for its input's size
@@ -203,6 +207,12 @@ def _backbone(loaded, input_shape, pretrained: bool = True) -> keras.Model:
     (random ones when not `pretrained`)."""
     spec = loaded.config.model.backbone
     path = ("model", "backbone")
+    if spec.run is not None:
+        from cnnctl.model import backbone as backbone_lib
+
+        base = backbone_lib.from_run(loaded, input_shape)
+        base.trainable = spec.trainable
+        return base
     apps = sorted(n for n in dir(keras.applications) if n[:1].isupper())
     if spec.name not in apps:
         raise ConfigError([loaded.source.issue(path + ("name",), (
@@ -213,7 +223,9 @@ def _backbone(loaded, input_shape, pretrained: bool = True) -> keras.Model:
     weights_file = None
     weights = spec.weights
     if weights not in (None, "imagenet"):
-        weights_file = os.path.expanduser(weights)
+        from cnnctl.model import backbone as backbone_lib
+
+        weights_file = str(backbone_lib.config_path(loaded, weights))
         if not os.path.isfile(weights_file):
             raise ConfigError([loaded.source.issue(path + ("weights",), (
                 f"weights file {weights_file!r} not found; give a path to a weights file, "
@@ -237,7 +249,8 @@ def _backbone(loaded, input_shape, pretrained: bool = True) -> keras.Model:
         raise ConfigError([loaded.source.issue(path + ("weights",), (
             f"imagenet weights for {spec.name} are not in the Keras cache and could not be "
             f"downloaded ({download_failure(e)}); on a machine with network, download "
-            f"{url.group(0)} and put it at {os.path.join(folder, fname)}, or set weights: null"))]) from None
+            f"{url.group(0)} and put it at {os.path.join(folder, fname)} or give its path as "
+            "weights: PATH, or set weights: null"))]) from None
     if weights_file:
         try:
             base.load_weights(weights_file)
@@ -264,6 +277,9 @@ def assemble(loaded: config_lib.LoadedConfig) -> keras.Model:
     core = build(loaded)
     shape = tuple(cfg.model.input_shape)
     front = inputs.front_layers(cfg)
+    if cfg.model.backbone is not None and cfg.model.backbone.run is not None:
+        # a run backbone begins with that run's own preprocessing layer (cnnctl.model.backbone)
+        front = [layer for layer in front if layer.name != "preprocessing"]
     if not front and cfg.train.mixed_precision == "off":
         return core
     image = keras.Input(shape=shape, name="image")

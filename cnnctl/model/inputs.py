@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError, ConfigValueError
+from cnnctl.model import strong_augment
 
 
 def preprocessing_layer(preprocessing, channels: int) -> "keras.layers.Layer | None":
@@ -99,6 +100,7 @@ def front_layers(config, *, every_augmentation: bool = False) -> list["keras.lay
             "augmentation works on images, and model.input_shape "
             f"[{', '.join('null' if d is None else str(d) for d in shape)}] is not "
             "[height, width, channels]"))
+    strong_augment.check_channels(config.augmentation, shape[-1] if len(shape) == 3 else None)
     if config.augmentation.placement == "model" or every_augmentation:
         front += augmentation_layers(config.augmentation, seed=config.train.seed)
         for i, spec in enumerate(config.augmentation.layers):
@@ -159,4 +161,6 @@ def _augment_layer(spec, seed):
         return kl.RandomBrightness(spec.factor, value_range=(0, 255), seed=seed)
     if spec.type == "random_crop":
         return RandomPadCrop(spec.height, spec.width, fill_mode=spec.fill_mode or "constant", seed=seed)
+    if spec.type in strong_augment.BUILDERS:  # Keras's RandAugment, MixUp, ...
+        return strong_augment.BUILDERS[spec.type](spec, seed)
     raise AssertionError(f"no layer for augmentation type {spec.type!r}")  # the schema has them all

@@ -71,9 +71,18 @@ def describe(loaded: config_lib.LoadedConfig) -> dict:
     model, infos = model_lib.build_with_info(loaded, pretrained=False)  # same shapes, no download
     with loaded.located():
         inputs.front_layers(loaded.config, every_augmentation=True)
+        from cnnctl.train import phases
+
+        phases.check(model, loaded.config)  # train.phases name layers of the backbone
+    from cnnctl.train import class_metrics, class_weights
+
+    with loaded.located():
+        class_metrics.check_monitors(loaded.config)  # as `cnnctl train` does, before any data
     class_names = sources.known_class_names(loaded.config.data)
     if class_names:
         classes.check_output(loaded, model.output_shape[-1], class_names)
+        with loaded.located():
+            class_weights.check_names(loaded.config.train.class_weight, class_names)
     classes.check_logits(loaded, model)  # needs only the model and the loss
     layers = []
     for info in infos:

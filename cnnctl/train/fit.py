@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cnnctl.train import callbacks as callbacks_lib
 from cnnctl.train import checkpoints
+from cnnctl.train import class_metrics, class_weights
 from cnnctl.config import load as config_lib
 from cnnctl.config import schema as schema_lib
 from cnnctl.data import load as data_lib
@@ -20,6 +21,7 @@ from cnnctl import messages
 from cnnctl.train import logs
 from cnnctl.model import build as model_lib
 from cnnctl.train import optim
+from cnnctl.train import phases as phases_lib
 from cnnctl import runs
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError
@@ -85,6 +87,7 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
                           "data: {source: keras, name: fashion_mnist}")
     with loaded.located():  # first: a multi_worker cluster must be set up before TensorFlow runs
         spread = distribute.plan(cfg.train, cfg.optimizer.reference_batch_size)
+        class_metrics.check_monitors(cfg)  # a misspelt monitor would never pick best.keras
     backup = None
     if resume is not None:
         backup = _resumable(loaded, Path(resume))
@@ -124,12 +127,22 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
                                multiple=spread.replicas if spread.kind == "data_parallel" else 1,
                                progress=messages.FileCheckProgress())
         _check_classes(loaded, model, splits.class_names)
+        class_weight = class_weights.resolve(cfg.train.class_weight, splits.class_counts["train"])
         spe = splits.steps_per_epoch
-        model.compile(optimizer=optim.optimizer(scaled.optimizer, spe, cfg.train.epochs,
-                                                scaled.train.batch_size),
-                      loss=optim.loss(cfg), metrics=optim.metrics(cfg),
-                      jit_compile=cfg.train.jit_compile,
-                      steps_per_execution=cfg.train.steps_per_execution)
+        phases_lib.check(model, cfg)
+
+        def compile_phase(span: phases_lib.Span) -> None:
+            phases_lib.set_trainable(model, span)
+            model.compile(optimizer=phases_lib.optimizer(cfg, scaled, span, spe),
+                          loss=optim.loss(cfg), metrics=optim.metrics(cfg, model.output_shape[-1]),
+                          jit_compile=cfg.train.jit_compile,
+                          steps_per_execution=cfg.train.steps_per_execution)
+
+        spans = phases_lib.spans(cfg)
+        # a backup holds the optimizer of the phase it was taken in: compiled as that one
+        current = spans[0] if backup is None else phases_lib.resumed_in(
+            spans, backup[0]["epoch"], backup[0]["step"])
+        compile_phase(current)
         state: dict = {}
         if backup is not None:
             state, model_file = backup
@@ -160,14 +173,26 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
             verbose = 1 if sys.stdout.isatty() else 2
         callbacks, named = callbacks_lib.build(cfg, path, splits.val is not None, spe, state,
                                       lockstep=spread.kind == "multi_worker")
+        if cfg.train.phases:  # history.csv's `phase` column, written with the epoch's row
+            at = next(i for i, c in enumerate(callbacks) if isinstance(c, logs.HistoryCSV))
+            callbacks.insert(at, phases_lib.PhaseColumn(spans))
         # Keras's own progress bar counts the steps of each fit() call; ours counts the run's
         progress = logs.Progress(verbose, spe, cfg.train.epochs) if verbose else None
         fit = dict(validation_data=splits.val,
+                   class_weight=class_weight,
                    callbacks=callbacks + list(extra) + ([progress] if progress else []),
                    verbose=0, shuffle=False)
         try:
             with distribute.lost_workers(spread, path):
-                _fit(model, splits, named, cfg, fit, epoch, step, spe)
+                for span in spans[current.index:]:
+                    if span is not current:
+                        if named["averaged"] and named["averaged"].raw is not None:
+                            named["averaged"].restore_raw()  # fit() left the average in the model
+                        compile_phase(span)  # a new optimizer for the phase
+                    _fit(model, splits, named, span.end, fit, max(epoch, span.start),
+                         step if span is current else 0, spe)
+                    if _stopped(named) or model.stop_training:
+                        break
         except checkpoints.Signalled:
             named["stop"].on_train_end()  # the handlers it replaced
         _raise_if_stopped(loaded, path, named, spread)
@@ -199,10 +224,10 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
     return result
 
 
-def _fit(model, splits, named: dict, cfg, fit: dict, epoch: int, step: int, spe: int) -> None:
-    """The fit() calls of a run that starts at (epoch, step)."""
+def _fit(model, splits, named: dict, end: int, fit: dict, epoch: int, step: int, spe: int) -> None:
+    """The fit() calls of a run (or phase) that starts at (epoch, step) and ends before `end`."""
     progress = next((c for c in fit["callbacks"] if isinstance(c, logs.Progress)), None)
-    if step and epoch < cfg.train.epochs:
+    if step and epoch < end:
         # finish the interrupted epoch from the step its backup was taken at
         if progress is not None:
             progress.offset = step
@@ -211,8 +236,8 @@ def _fit(model, splits, named: dict, cfg, fit: dict, epoch: int, step: int, spe:
         if named["averaged"] and named["averaged"].raw is not None:
             named["averaged"].restore_raw()  # fit() left the average in the model
         epoch += 1
-    if epoch < cfg.train.epochs and not _stopped(named) and not model.stop_training:
-        model.fit(splits.train_from(epoch, 0), initial_epoch=epoch, epochs=cfg.train.epochs,
+    if epoch < end and not _stopped(named) and not model.stop_training:
+        model.fit(splits.train_from(epoch, 0), initial_epoch=epoch, epochs=end,
                   steps_per_epoch=spe, **fit)
 
 
@@ -346,7 +371,7 @@ def _final_metrics(model, path: Path, splits, cfg: schema_lib.Config, fresh: boo
     if fresh:
         saved = best if best.exists() else path / runs.CHECKPOINTS / runs.LAST
         model = keras.saving.load_model(saved, safe_mode=True, compile=False)
-        model.compile(loss=optim.loss(cfg), metrics=optim.metrics(cfg))
+        model.compile(loss=optim.loss(cfg), metrics=optim.metrics(cfg, model.output_shape[-1]))
     elif best.exists():
         checkpoints.load_weights(model, best)  # best.keras may hold no optimizer state
     rows = runs.read_history(path) or []
@@ -360,7 +385,7 @@ def _final_metrics(model, path: Path, splits, cfg: schema_lib.Config, fresh: boo
             probabilities = cfg.loss.model_copy(update={"from_logits": False})
             cfg = cfg.model_copy(update={"loss": probabilities})
         model = model_lib.with_flip_tta(model)
-        model.compile(loss=optim.loss(cfg), metrics=optim.metrics(cfg))
+        model.compile(loss=optim.loss(cfg), metrics=optim.metrics(cfg, model.output_shape[-1]))
     for name, ds in (("val", splits.val), ("test", splits.test)):
         if ds is not None:
             out[name] = {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}

@@ -16,11 +16,13 @@ def label_mode(config: schema_lib.Config) -> str:
 
     Sparse cross-entropy is the same function as categorical cross-entropy on one-hot labels, so
     one-hot labels are used whenever something needs them (label smoothing, precision, recall,
-    AUC): the loss value is unchanged.
+    AUC, mix_up and cut_mix, which mix them): the loss value is unchanged.
     """
     if config.loss.name == "binary_crossentropy":
         return "binary"
     if config.loss.name == "categorical_crossentropy" or config.loss.label_smoothing > 0:
+        return "categorical"
+    if any(s.type in schema_lib.LABEL_MIXING for s in config.augmentation.layers):
         return "categorical"
     if any(m.name in _ONE_HOT_METRICS for m in config.metrics):
         return "categorical"
@@ -44,15 +46,20 @@ def probability_activation(config: schema_lib.Config) -> str:
     return "sigmoid" if config.loss.name == "binary_crossentropy" else "softmax"
 
 
-def metrics(config: schema_lib.Config) -> list:
+def metrics(config: schema_lib.Config, num_classes: int | None = None) -> list:
     """The metrics of a config, as Keras metrics; each reads probabilities, so with
     `loss.from_logits` the ones that threshold or rank probabilities get them from the logits
-    (accuracy and top-k, an argmax, are the same on either)."""
+    (accuracy and top-k, an argmax, are the same on either). `num_classes` (the model's output
+    units) is needed for balanced_accuracy and macro_f1, listed or named by a monitor."""
+    from cnnctl.train import class_metrics
+
     mode = label_mode(config)
     logits = config.loss.from_logits
     activation = probability_activation(config)
     out = []
     for m in config.metrics:
+        if m.name in class_metrics.CLASS_METRICS:
+            continue
         if m.name == "accuracy":
             # Keras picks binary accuracy, a 0.5 threshold, for a 1-unit output: 0 for logits
             out.append(keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)
@@ -68,6 +75,8 @@ def metrics(config: schema_lib.Config) -> list:
             cls = {"precision": keras.metrics.Precision, "recall": keras.metrics.Recall,
                    "auc": keras.metrics.AUC}
             out.append(cls[m.name](name=m.name))
+    for name in class_metrics.wanted(config) if num_classes is not None else ():
+        out.append(class_metrics.METRICS[name](num_classes, from_logits=logits))
     return out
 
 

@@ -12,6 +12,7 @@ from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError, ConfigValueError
 from cnnctl.data.splits import SPLITS
 from cnnctl.model import build as model_lib
+from cnnctl.train import class_metrics
 from cnnctl.use import trained
 
 FULL_MATRIX_MAX_CLASSES = 20  # above this the text report lists the most confused pairs
@@ -67,7 +68,8 @@ def report_from_predictions(labels: np.ndarray, outputs: np.ndarray,
     Returns:
         {"accuracy", "loss" (mean cross-entropy, without label smoothing or weight
         regularization, so it can differ from the training loss), "num_samples", "class_names",
-        "per_class": {name: {"precision", "recall", "f1", "support"}}, "macro_f1",
+        "per_class": {name: {"precision", "recall", "f1", "support"}}, "macro_f1" (the mean F1
+        of all classes), "balanced_accuracy" (the mean recall of the classes that have images),
         "confusion_matrix" (rows true, columns predicted, lists of ints)}.
 
     Raises:
@@ -133,6 +135,7 @@ def report_from_predictions(labels: np.ndarray, outputs: np.ndarray,
         "class_names": list(class_names),
         "per_class": per_class,
         "macro_f1": float(np.mean([m["f1"] for m in per_class.values()])),
+        "balanced_accuracy": class_metrics.balanced_accuracy(matrix),
         "confusion_matrix": matrix.tolist(),
     }
 
@@ -187,6 +190,7 @@ def format_report(report: dict, class_names: list[str]) -> str:
         f"{report['num_samples']} images)",
         f"loss      {report['loss']:.4f}",
         f"macro F1  {report['macro_f1']:.4f}",
+        f"balanced accuracy  {report['balanced_accuracy']:.4f}",
         "",
         *_class_table(report["per_class"], class_names),
         "",

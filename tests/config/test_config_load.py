@@ -90,7 +90,8 @@ def test_set_unknown_key(config_errors, small_model_yaml):
 
 def test_set_new_section_missing_key_is_reported_against_set(config_errors, small_model_yaml):
     assert config_errors(small_model_yaml, ["model.backbone.trainable=false"]) == [
-        "--set: model.backbone.name: missing required key 'name'"]
+        "--set: model.backbone.name: missing: give `name` (a keras.applications model) or `run` "
+        "(a previous cnnctl run directory)"]
 
 
 @pytest.mark.parametrize("item, message", [

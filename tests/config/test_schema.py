@@ -28,6 +28,15 @@ FULL = {
     "random_contrast": {"factor": [0.2, 0.4]},
     "random_brightness": {"factor": 0.3},
     "random_crop": {"height": 36, "width": 40, "fill_mode": "reflect"},
+    "rand_augment": {"num_ops": 3, "factor": 0.4, "interpolation": "nearest"},
+    "aug_mix": {"num_chains": 2, "chain_depth": 2, "factor": [0.1, 0.3], "alpha": 0.5,
+                "all_ops": False, "interpolation": "bilinear"},
+    "mix_up": {"alpha": 0.4},
+    "cut_mix": {"factor": [0.2, 0.8]},
+    "random_erasing": {"factor": 0.5, "scale": [0.1, 0.2], "fill_value": 0.0},
+    "random_grayscale": {"factor": 0.3},
+    "random_color_jitter": {"brightness_factor": 0.2, "contrast_factor": 0.3,
+                            "saturation_factor": [0.3, 0.7], "hue_factor": 0.1},
 }
 # the least each type needs
 MINIMAL = {
@@ -38,8 +47,23 @@ MINIMAL = {
     "random_contrast": {"factor": 0.5},
     "random_brightness": {"factor": 0.5},
     "random_crop": {"height": 32, "width": 32},
+    "rand_augment": {},
+    "aug_mix": {},
+    "mix_up": {},
+    "cut_mix": {},
+    "random_erasing": {},
+    "random_grayscale": {},
+    "random_color_jitter": {"hue_factor": 0.1},
 }
-FLAT_KEYS = ("mode", "factor", "height_factor", "width_factor", "height", "width", "fill_mode")
+FLAT_KEYS = ("mode", "factor", "height_factor", "width_factor", "height", "width", "fill_mode",
+             "num_ops", "interpolation", "num_chains", "chain_depth", "alpha", "all_ops", "scale",
+             "fill_value", "brightness_factor", "contrast_factor", "saturation_factor",
+             "hue_factor")
+
+
+def placed(tag: str) -> list[str]:
+    """The override a type needs besides its keys: mix_up and cut_mix run in the pipeline."""
+    return ["augmentation.placement=pipeline"] if tag in schema_lib.LABEL_MIXING else []
 
 
 def flow(item: dict) -> str:
@@ -98,7 +122,7 @@ def layer_configs(config) -> list[dict]:
 # --------------------------------------------------------------------------- what each type takes
 @pytest.mark.parametrize("tag", list(FULL))
 def test_each_type_accepts_all_its_keys(load_items, tag):
-    loaded = load_items({"type": tag, **FULL[tag]})
+    loaded = load_items({"type": tag, **FULL[tag]}, overrides=placed(tag))
     spec = loaded.config.augmentation.layers[0]
     assert type(spec) is schema_lib.AUGMENT_SPECS[tag]
     assert spec.type == tag
@@ -109,7 +133,7 @@ def test_each_type_accepts_all_its_keys(load_items, tag):
 
 @pytest.mark.parametrize("tag", list(MINIMAL))
 def test_each_type_needs_only_its_needed_keys(load_items, tag):
-    loaded = load_items({"type": tag, **MINIMAL[tag]})
+    loaded = load_items({"type": tag, **MINIMAL[tag]}, overrides=placed(tag))
     spec = loaded.config.augmentation.layers[0]
     assert all(getattr(spec, key) is None for key in set(spec.model_fields) - {"type", *MINIMAL[tag]})
 
@@ -208,7 +232,8 @@ def test_a_bad_value_still_says_what_it_must_be(errors):
 
 # --------------------------------------------------------------------------- the type itself
 TYPES = ("random_flip, random_rotation, random_zoom, random_translation, random_contrast, "
-         "random_brightness, random_crop")
+         "random_brightness, random_crop, rand_augment, aug_mix, mix_up, cut_mix, "
+         "random_erasing, random_grayscale, random_color_jitter")
 
 
 def test_an_unknown_type_suggests_the_closest(errors):
@@ -259,8 +284,8 @@ def old_style(tag: str, given: dict) -> dict:
 
 @pytest.mark.parametrize("tag", list(FULL))
 def test_an_old_style_item_full_of_nulls_is_the_same_item(load_items, tag):
-    old = load_items(old_style(tag, MINIMAL[tag]))
-    new = load_items({"type": tag, **MINIMAL[tag]})
+    old = load_items(old_style(tag, MINIMAL[tag]), overrides=placed(tag))
+    new = load_items({"type": tag, **MINIMAL[tag]}, overrides=placed(tag))
     assert old.config.augmentation.layers == new.config.augmentation.layers
     assert old.config.model_dump() == new.config.model_dump()  # what a run's config.yaml gets now
     assert layer_configs(old.config) == layer_configs(new.config)
@@ -292,10 +317,14 @@ def test_the_old_run_fixture_loads_with_the_same_layers(write_yaml):
 
 
 def test_layers_keep_their_seeds_and_defaults(load_items):
-    loaded = load_items(*({"type": tag, **MINIMAL[tag]} for tag in MINIMAL))
+    from cnnctl.model import inputs
+
+    loaded = load_items(*({"type": tag, **MINIMAL[tag]} for tag in MINIMAL),
+                        overrides=placed("mix_up"))
     configs = dict(layer_configs(loaded.config))
     seed = loaded.config.train.seed
-    assert [c["seed"] for c in configs.values()] == [seed + i for i in range(len(MINIMAL))]
+    layers = inputs.augmentation_layers(loaded.config.augmentation, seed=seed)
+    assert [layer.seed for layer in layers] == [seed + i for i in range(len(MINIMAL))]
     assert configs["RandomFlip"]["mode"] == "horizontal_and_vertical"
     for name in ("RandomRotation", "RandomZoom", "RandomTranslation"):
         assert configs[name]["fill_mode"] == "reflect"
