@@ -7,6 +7,7 @@ import importlib.util
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,8 @@ def test_an_unknown_option_is_refused_with_exit_2():
 @pytest.mark.skipif(not (DATA / "cifar10-jpg.tar.gz").is_file(), reason="needs ../shared/data")
 def test_the_tiny_run_passes_every_step_without_tensorflow(tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "PYTHON": os.environ.get("PYTHON", "python")}
+    # the script's Python is this one (CI's venv is not on PATH)
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
     done = subprocess.run(
         ["bash", str(REPO / "bench" / "gpu.sh"), "--tiny", "--hide-tensorflow", "--seeds", "1",
          "--skip", "bench", "--data-dir", str(DATA)],
