@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -29,6 +30,7 @@ BEST = "best.keras"
 LAST = "last.keras"
 LOGS = "logs"
 BACKUP = "backup"
+LOCK = ".lock"  # held while a process trains the run (`cnnctl.train.lock`)
 FAILED = "failed.json"  # why training stopped, while the run is not resumed past it
 REPORT = "report.html"  # where `cnnctl report` writes by default
 # backup/ holds the newest training states, each a model file and a state file, by global step
@@ -85,8 +87,8 @@ def check_can_create(loaded: config_lib.LoadedConfig, run_dir: Path | None) -> t
     if (path / CONFIG).exists():
         raise CnnctlError(f"{path}: already holds a run (config.yaml exists); choose another "
                           "--run-dir or remove it")
-    if path.is_dir() and any(path.iterdir()):
-        names = sorted(p.name for p in path.iterdir())
+    names = sorted(p.name for p in path.iterdir() if p.name != LOCK) if path.is_dir() else []
+    if names:
         shown = ", ".join(names[:3]) + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
         raise CnnctlError(f"{path}: holds files that are not a run ({shown}); a run directory "
                           f"starts new or empty, so nothing of yours is overwritten: choose "
@@ -216,14 +218,93 @@ def find_unfinished(loaded: config_lib.LoadedConfig) -> Path | None:
 
 def is_unfinished(run_dir: Path, config: schema_lib.Config) -> bool:
     """A run of this very config that has a backup and no results yet."""
-    run_dir = Path(run_dir)
-    backup = run_dir / "backup"
-    if (run_dir / METRICS).exists() or not any(backup.glob("state-*.json")):
-        return False
+    return rerun(run_dir, config) == "resume"
+
+
+def is_finished(run_dir: Path) -> bool:
+    """The run wrote its results: a complete, valid metrics.json (an empty or damaged one, of a
+    write that failed, does not count)."""
     try:
-        return load_config(run_dir).config == config
+        metrics = read_metrics(run_dir)
     except CnnctlError:
         return False
+    return isinstance(metrics, dict) and "epochs" in metrics
+
+
+def rerun(run_dir: Path, config: schema_lib.Config) -> str | None:
+    """What `cnnctl train` of `config` does with `run_dir` when it already holds a run:
+    "resume" (an unfinished run of this very config with a backup), "restart" (an unfinished run
+    of this config killed before its first backup: nothing of it is worth keeping, no epoch
+    was recorded), or None (anything else: a finished run, another config's, one with
+    checkpoints but no backup)."""
+    run_dir = Path(run_dir)
+    if not is_run(run_dir) or is_finished(run_dir):
+        return None
+    try:
+        if load_config(run_dir).config != config:
+            return None
+    except CnnctlError:
+        return None
+    if any((run_dir / BACKUP).glob(BACKUP_STATES)):
+        return "resume"
+    recorded = _history_rows(run_dir / HISTORY) or any((run_dir / CHECKPOINTS).glob("*.keras"))
+    return None if recorded else "restart"
+
+
+# what a run killed before its first backup may hold, all written by cnnctl; cleared to restart it
+RESTART_FILES = (CONFIG, SOURCE_CONFIG, ENVIRONMENT, CLASS_NAMES, HISTORY, FAILED, CURVES)
+
+
+def clear_for_restart(run_dir: Path) -> None:
+    """Remove what `rerun` found restartable holds (cnnctl's own files only: a folder that
+    also holds a file of the user's stays, and `create` then refuses it)."""
+    run_dir = Path(run_dir)
+    for name in RESTART_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for pattern in BACKUP_FILES:
+        for file in (run_dir / BACKUP).glob(pattern):
+            file.unlink(missing_ok=True)
+    for file in (run_dir / LOGS).rglob("events.out.tfevents.*"):
+        file.unlink(missing_ok=True)
+    remove_temporaries(run_dir)
+    for folder in sorted((p for p in (run_dir / LOGS).rglob("*") if p.is_dir()), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    for folder in (run_dir / BACKUP, run_dir / LOGS, run_dir / CHECKPOINTS):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def remove_temporaries(run_dir: Path) -> list[Path]:
+    """Remove the temporary files of writes that never finished (a process killed while it
+    wrote a checkpoint, a backup, history.csv, ...) from a run directory and its checkpoints/
+    and backup/ folders; those of a process still alive (e.g. `cnnctl eval` writing beside a
+    training) stay. Returns the files removed."""
+    import re
+
+    removed = []
+    run_dir = Path(run_dir)
+    for folder in (run_dir, run_dir / CHECKPOINTS, run_dir / BACKUP):
+        for file in folder.glob(".*.tmp-*"):
+            match = re.search(r"\.tmp-(\d+)", file.name)
+            if match is None or not file.is_file() or _alive(int(match.group(1))):
+                continue
+            with contextlib.suppress(OSError):
+                file.unlink()
+                removed.append(file)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process writes nothing while it cleans up
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def check_run_dir(path: Path) -> None:
@@ -286,7 +367,7 @@ def resolve(path: Path) -> tuple[Path, bool]:
             raise CnnctlError(f"{path}: holds folders of runs ({shown}), not runs; give one of "
                               "those folders (its newest finished run is used) or a run directory")
         return path, False
-    finished = [p for p in found if (p / METRICS).is_file()]
+    finished = [p for p in found if is_finished(p)]
     if not finished:
         newest = max(found, key=lambda p: (p / CONFIG).stat().st_mtime)
         raise CnnctlError(f"{path}: none of its {len(found)} run(s) has finished (no {METRICS}); "

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import errno
-import multiprocessing
 import hashlib
 import io
 import os
@@ -17,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cnnctl.data import workers as workers_lib
 from cnnctl.errors import CnnctlError, ConfigValueError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -270,6 +269,10 @@ def probe_all(paths: list[str], digest: bool = False, keep: ImageSpec | None = N
     Args:
         progress: called as progress(files checked, files in all) every few hundred files
             and once at the end.
+
+    Raises:
+        workers.Interrupted: SIGTERM or SIGINT while worker processes checked the files (they
+            are stopped first, and die with the command however it ends).
     """
     workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                   else os.cpu_count() or 1, 16)
@@ -284,17 +287,25 @@ def probe_all(paths: list[str], digest: bool = False, keep: ImageSpec | None = N
         # chunks of at most PROGRESS_EVERY files, and at least 8 per worker to spread the load
         chunk = min(-(-len(paths) // (workers * 8)), PROGRESS_EVERY)
         chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
-        # spawn, not fork: the parent may run TensorFlow's or JAX's threads
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            for done in pool.map(_probe_chunk, chunks, [digest] * len(chunks),
-                                 [keep] * len(chunks)):
-                checks += done
-                if len(checks) < len(paths):
-                    report(len(checks), len(paths))
+
+        def take(done: list[FileCheck]) -> None:
+            checks.extend(done)
+            if len(checks) < len(paths):
+                report(len(checks), len(paths))
+
+        workers_lib.map_in_processes(_probe_chunk, [(c, digest, keep) for c in chunks], workers,
+                                     f"checking the images of {_folder_of(paths)}", each=take)
     if paths:
         report(len(paths), len(paths))
     return checks
+
+
+def _folder_of(paths: list[str]) -> str:
+    """The folder that holds all these files, for a message."""
+    try:
+        return os.path.commonpath([os.path.dirname(p) for p in paths]) or "."
+    except ValueError:  # absolute and relative paths together
+        return "the listed files"
 
 
 def _probe_chunk(paths: list[str], digest: bool, keep: ImageSpec | None) -> list[FileCheck]:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from cnnctl.data import batches, images
+from cnnctl.data import fingerprint as fingerprints
 from cnnctl.data import sources
 from cnnctl.data.splits import SPLITS, training_splits
 from cnnctl.backend import keras
@@ -46,6 +47,8 @@ class Splits:
     # epoch depends only on (train.seed, epoch), so a resumed run sees the batches it would have.
     train_from: "Callable[[int, int], Any] | None" = None
     steps_per_epoch: int = 0
+    # what the data was (`cnnctl.data.fingerprint`): a resumed run checks it is unchanged
+    fingerprint: dict = dataclasses.field(default_factory=dict)
 
 
 def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int = 1,
@@ -148,6 +151,8 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int =
         pipelines["train"] = train_from(0, 0)
     class_counts = {name: dict(zip(class_names, np.bincount(part.labels, minlength=len(class_names))
                                    .tolist())) for name, part in parts.items()}
+    steps = arrays_steps(len(parts["train"]), config.train.batch_size,
+                         multiple) if "train" in parts else 0
     return Splits(train=pipelines.get("train"), val=pipelines.get("val"),
                   test=pipelines.get("test"), class_names=list(class_names),
                   counts={name: len(parts[name]) if name in parts else 0 for name in SPLITS},
@@ -155,8 +160,8 @@ def load(config, *, input_shape, label_mode: str, splits=SPLITS, multiple: int =
                   available={name: n for name, n in available.items() if name in parts},
                   files={name: None if part.files is None or part.encoded
                          else [str(f) for f in part.files] for name, part in parts.items()},
-                  steps_per_epoch=arrays_steps(len(parts["train"]), config.train.batch_size,
-                                               multiple) if "train" in parts else 0)
+                  steps_per_epoch=steps,
+                  fingerprint=fingerprints.of(parts, list(class_names), steps))
 
 
 def _order(data, part: sources.Part, seed: int):

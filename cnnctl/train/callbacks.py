@@ -55,7 +55,8 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def build(cfg: schema_lib.Config, run_dir: Path, has_val: bool, steps_per_epoch: int,
-               state: dict, lockstep: bool = False) -> tuple[list, dict]:
+               state: dict, lockstep: bool = False, data: dict | None = None,
+               restart_epoch: bool = False) -> tuple[list, dict]:
     """The callbacks of a run, in the order they must run, and the ones `fit.train` inspects.
 
     Args:
@@ -65,13 +66,17 @@ def build(cfg: schema_lib.Config, run_dir: Path, has_val: bool, steps_per_epoch:
         steps_per_epoch: training steps in one epoch.
         state: the resumed backup's state ({} for a fresh run).
         lockstep: one of several multi_worker processes (a signal stops it at once).
+        data: the fingerprint of the run's data (`cnnctl.data.fingerprint`), kept in every
+            backup so that a resume can tell the data changed.
+        restart_epoch: the resumed backup's epoch starts over from its first step (the data
+            changed): its metric totals are not put back.
 
     Returns:
         (callbacks in the order they run, {"guard", "stop", "backups", "averaged", and
         "early_stopping" / "reduce_lr" when configured: the ones `fit.train` reads}).
 
     The order matters, and `tests/train/test_callbacks.py` holds it: the NaN guard first (every later
-    callback asks it before writing); the signal stop next (a stop mid-epoch must be known
+    callback asks it before writing); the metric totals of a resumed epoch; the signal stop next (a stop mid-epoch must be known
     before the epoch-end callbacks write anything); checkpoints; early stopping and LR on
     plateau, then KeepState, which records their memory; the epoch timer before history.csv,
     which records its `epoch_seconds`; the epoch-end backup after all of them (it holds that
@@ -99,12 +104,16 @@ def build(cfg: schema_lib.Config, run_dir: Path, has_val: bool, steps_per_epoch:
     keep = KeepState(stateful, state.get("callbacks"))
     backups = checkpoints.Backups(run_dir, guard, interruption, cfg.train.backup_every_steps,
                                   steps_per_epoch,
-                                  extra_state=lambda: {"best": ckpt.best, "callbacks": keep.state()},
-                                  start_epoch=state.get("epoch", 0), start_step=state.get("step", 0))
+                                  extra_state=lambda: {"best": ckpt.best, "callbacks": keep.state(),
+                                                       **({"data": data} if data else {})},
+                                  start_epoch=state.get("epoch", 0),
+                                  start_step=0 if restart_epoch else state.get("step", 0))
     stop = checkpoints.SignalStop(backups, at_once=lockstep)
     # the epoch-end backup after every other epoch-end step: it holds the early-stopping and
     # LR-plateau memory of that epoch, and history.csv has the epoch's row before it exists
-    callbacks = [guard, stop, ckpt, *stateful.values(), keep, EpochTimer(),
+    totals = None if restart_epoch else state.get("metric_states")
+    resumed = [checkpoints.ResumeMetrics(totals)] if totals else []
+    callbacks = [guard, *resumed, stop, ckpt, *stateful.values(), keep, EpochTimer(),
                  logs.HistoryCSV(run_dir / runs.HISTORY), backups]
     if averaged:
         # last: its end-of-fit snapshot of the raw weights follows the checkpoints' swaps, which

@@ -62,7 +62,9 @@ def _write_error(path: Path, e: OSError) -> CheckpointWriteError:
     return CheckpointWriteError(
         f"{path}: {'disk full' if full else e.strerror or e} while writing the checkpoint; "
         f"the previous {path.name} (if any) is kept. "
-        + ("Free some space, then resume the run." if full else "Check the folder, then resume."))
+        + ("Free some space" if full else "Check the folder") + ", then run the same `cnnctl "
+        "train` command again: it resumes the run from its newest backup, or starts it over if "
+        "it stopped before its first one.")
 
 
 def load_weights(model: keras.Model, path: Path) -> None:
@@ -87,6 +89,40 @@ def atomic_write_text(path: Path, text: str) -> None:
 def seed_states(model: keras.Model) -> list[list[int]]:
     """The states of the model's random generators (dropout, augmentation), which `save` omits."""
     return [np.asarray(v.numpy()).tolist() for v in keras_compat.seed_variables(model)]
+
+
+def metric_states(model: keras.Model) -> list:
+    """The running totals of the model's metrics (the loss's mean and the compiled metrics) in
+    the middle of an epoch."""
+    return [np.asarray(keras.ops.convert_to_numpy(v)).tolist() for v in model.metrics_variables]
+
+
+class ResumeMetrics(keras.callbacks.Callback):
+    """Adds the metric totals of a backup taken mid-epoch to the resumed epoch's, so its history
+    row, checkpoint choice and early-stopping memory count every step of the epoch, not only
+    the steps after the resume point.
+
+    The totals go in at the end of the resumed epoch's first call into the backend: TensorFlow
+    makes the compiled metrics' variables only then. Every metric cnnctl compiles keeps sums
+    (a mean's total and count, counts of hits, a confusion matrix), so the first call's sums
+    plus the backup's are the epoch's, added in the order the uninterrupted run adds them.
+    """
+
+    def __init__(self, states: list | None):
+        super().__init__()
+        self.states = states
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.states is None:
+            return
+        variables = self.model.metrics_variables
+        if len(variables) != len(self.states):
+            raise CnnctlError(f"the backup holds {len(self.states)} metric totals, the model "
+                              f"{len(variables)}; resume with the run's own config")
+        for variable, value in zip(variables, self.states):
+            saved = np.asarray(value, dtype=variable.dtype)
+            variable.assign(saved + np.asarray(keras.ops.convert_to_numpy(variable)))
+        self.states = None  # the epochs after it start from zero, as Keras starts them
 
 
 def restore_seed_states(model: keras.Model, states: list) -> None:
@@ -235,6 +271,8 @@ class Backups(keras.callbacks.Callback):
         state = {"epoch": epoch, "step": step, "global_step": global_step,
                  "model": model_file.name, "seed_states": seed_states(self.model),
                  **self.extra_state()}
+        if step:  # the epoch's figures so far: the resumed epoch logs what the whole one would
+            state["metric_states"] = metric_states(self.model)
         atomic_write_text(self.dir / runs.BACKUP_STATE.format(step=global_step),
                           json.dumps(state, indent=1))
         for old in sorted(self.dir.glob(runs.BACKUP_STATES))[:-KEEP]:

@@ -18,7 +18,7 @@ from cnnctl.config import schema as schema_lib
 from cnnctl.data import load as data_lib
 from cnnctl.train import distribute
 from cnnctl import messages
-from cnnctl.train import logs
+from cnnctl.train import lock, logs
 from cnnctl.model import build as model_lib
 from cnnctl.train import optim
 from cnnctl.train import phases as phases_lib
@@ -61,8 +61,8 @@ class NumericalFailure(CnnctlError):
 
 
 def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
-          resume: Path | None = None, verbose: int | None = None,
-          extra_callbacks: list | None = None) -> dict:
+          resume: Path | None = None, restart: bool = False, allow_data_change: bool = False,
+          verbose: int | None = None, extra_callbacks: list | None = None) -> dict:
     """Train the model of a config and write a run directory, or resume an interrupted run.
 
     With train.distribute: multi_worker, a worker other than the chief trains in lockstep with it
@@ -70,6 +70,12 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
 
     `extra_callbacks` run after cnnctl's own, at each epoch end once its backup is written (a
     tuning trial's pruning): one that sets `model.stop_training` ends the run there, finished.
+
+    A process trains a run directory only while it holds its lock (`cnnctl.train.lock`): a second
+    one is refused, naming the holder. `restart`: `run_dir` holds a run of this config killed
+    before its first backup (`runs.rerun`), trained again from the start. `allow_data_change`:
+    a resumed run whose data changed since its backup restarts the backup's epoch with the new
+    data instead of being refused.
 
     Returns:
         {"run_dir" (None on a worker other than the chief), "metrics", "seconds", "epochs",
@@ -88,29 +94,50 @@ def train(loaded: config_lib.LoadedConfig, run_dir: Path | None = None, *,
     with loaded.located():  # first: a multi_worker cluster must be set up before TensorFlow runs
         spread = distribute.plan(cfg.train, cfg.optimizer.reference_batch_size)
         class_metrics.check_monitors(cfg)  # a misspelt monitor would never pick best.keras
-    backup = None
-    if resume is not None:
-        backup = _resumable(loaded, Path(resume))
-        run_dir = Path(resume)
-        _check_writable(loaded, run_dir)  # before minutes of data loading and training
-    elif spread.chief:
-        runs.check_can_create(loaded, run_dir)  # before minutes of data loading, not after
-    # before the first variable: workers that disagree would wait on each other's collectives
-    distribute.agree(spread, *((backup[0]["epoch"], backup[0]["step"]) if backup else (0, 0)))
-    with loaded.located():  # a value that fails in data loading, the model or compile
-        if spread.chief:
-            return _train(loaded, spread, run_dir, backup, verbose, extra=extra_callbacks or [])
-        scratch = Path(tempfile.mkdtemp(prefix=f"cnnctl-{spread.task.replace(' ', '-')}-"))
-        try:
-            return _train(loaded, spread, run_dir, backup, verbose, scratch=scratch,
-                          extra=extra_callbacks or [])
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+    locks: list = []  # the run directory's lock, once this process holds it
+    try:
+        if spread.chief and (resume is not None or restart):
+            held = lock.RunLock(Path(resume if resume is not None else run_dir))
+            held.acquire()  # before reading the backup: the holder may be writing one
+            locks.append(held)
+            runs.remove_temporaries(held.run_dir)  # of writes a killed process never finished
+        backup = None
+        if resume is not None:
+            backup = _resumable(loaded, Path(resume))
+            run_dir = Path(resume)
+            _check_writable(loaded, run_dir)  # before minutes of data loading and training
+        elif restart and spread.chief:
+            if runs.rerun(run_dir, loaded.config) != "restart":
+                raise CnnctlError(f"{run_dir}: no longer a run to restart (another process "
+                                  "wrote to it); run the command again")
+            runs.clear_for_restart(run_dir)
+            messages.say(f"restarting {run_dir}: it stopped before its first backup")
+            runs.check_can_create(loaded, run_dir)
+        elif spread.chief:
+            runs.check_can_create(loaded, run_dir)  # before minutes of data loading, not after
+        # before the first variable: workers that disagree would wait on each other's collectives
+        distribute.agree(spread, *((backup[0]["epoch"], backup[0]["step"]) if backup else (0, 0)))
+        with loaded.located():  # a value that fails in data loading, the model or compile
+            if spread.chief:
+                return _train(loaded, spread, run_dir, backup, verbose, extra=extra_callbacks or [],
+                              locks=locks, allow_data_change=allow_data_change)
+            scratch = Path(tempfile.mkdtemp(prefix=f"cnnctl-{spread.task.replace(' ', '-')}-"))
+            try:
+                return _train(loaded, spread, run_dir, backup, verbose, scratch=scratch,
+                              extra=extra_callbacks or [], allow_data_change=allow_data_change)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+    finally:
+        for held in locks:
+            held.release()
 
 
 def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbose,
-           scratch: Path | None = None, extra: list = ()) -> dict:
-    """train() once the strategy is set up; `scratch`: where a worker other than the chief writes."""
+           scratch: Path | None = None, extra: list = (), locks: list | None = None,
+           allow_data_change: bool = False) -> dict:
+    """train() once the strategy is set up; `scratch`: where a worker other than the chief
+    writes; `locks`: the run directory's lock, held by train() (a fresh run's is taken here,
+    once the directory is made, and added to it: train() gives it back)."""
     cfg = loaded.config
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.deterministic and keras.backend.backend() == "tensorflow":
@@ -130,13 +157,17 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
         class_weight = class_weights.resolve(cfg.train.class_weight, splits.class_counts["train"])
         spe = splits.steps_per_epoch
         phases_lib.check(model, cfg)
+        restart_epoch = False
+        if backup is not None:  # before any training: the backup's batches are the old data's
+            restart_epoch = _check_same_data(loaded, run_dir, backup[0], splits, allow_data_change)
+        per_call = steps_per_call(cfg.train.steps_per_execution, spe)
 
         def compile_phase(span: phases_lib.Span) -> None:
             phases_lib.set_trainable(model, span)
             model.compile(optimizer=phases_lib.optimizer(cfg, scaled, span, spe),
                           loss=optim.loss(cfg), metrics=optim.metrics(cfg, model.output_shape[-1]),
                           jit_compile=cfg.train.jit_compile,
-                          steps_per_execution=cfg.train.steps_per_execution)
+                          steps_per_execution=per_call)
 
         spans = phases_lib.spans(cfg)
         # a backup holds the optimizer of the phase it was taken in: compiled as that one
@@ -149,15 +180,25 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
             model.optimizer.build(model.trainable_variables)
             model.load_weights(model_file)
             checkpoints.restore_seed_states(model, state["seed_states"])
+            if restart_epoch:
+                state = {**state, "step": 0}
             if scratch is None:
                 path = run_dir
                 _truncate_history(path / runs.HISTORY, state["epoch"])
             else:
                 path = _scratch_run(loaded, scratch, resumed=run_dir)
-            messages.say(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step {state['step']} "
-                     f"(backup {model_file.name})")
+            if state["epoch"] >= cfg.train.epochs:
+                messages.say(f"resuming {run_dir}: all {cfg.train.epochs} epochs are trained "
+                             f"(backup {model_file.name}); computing the final metrics")
+            else:
+                messages.say(f"resuming {run_dir} at epoch {state['epoch'] + 1}, step "
+                             f"{state['step']} (backup {model_file.name})")
         elif scratch is None:
             path = runs.create(loaded, run_dir)
+            if locks is not None and not locks:  # a restarted run's is held already
+                held = lock.RunLock(path)
+                held.acquire()  # made a moment ago: only a process resuming it since can hold it
+                locks.append(held)
             runs.write_json(path / runs.ENVIRONMENT, {**runs.environment(), "distribute": {
                 "strategy": spread.kind, "replicas": spread.replicas, "devices": spread.devices,
                 "global_batch_size": scaled.train.batch_size,
@@ -172,7 +213,9 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
         callbacks, named = callbacks_lib.build(cfg, path, splits.val is not None, spe, state,
-                                      lockstep=spread.kind == "multi_worker")
+                                               lockstep=spread.kind == "multi_worker",
+                                               data=splits.fingerprint,
+                                               restart_epoch=restart_epoch)
         if cfg.train.phases:  # history.csv's `phase` column, written with the epoch's row
             at = next(i for i, c in enumerate(callbacks) if isinstance(c, logs.HistoryCSV))
             callbacks.insert(at, phases_lib.PhaseColumn(spans))
@@ -213,6 +256,8 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
     except CnnctlError as e:  # the run is not finished: its backup and checkpoints are kept
         raise CnnctlError(f"{e}; the run is not finished (its checkpoints and backup are kept): "
                           f"resume it with {resume_command(loaded, path)}") from None
+    checkpoints.prune_finished(path, cfg.run.keep)  # nothing left to resume: run.keep says what stays
+    runs.remove_temporaries(path)
     from cnnctl import plots
 
     try:
@@ -220,8 +265,49 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
     except CnnctlError as e:  # metrics.json is written: the run is finished all the same
         raise CnnctlError(f"{e}; the run is finished ({runs.METRICS} is written): `cnnctl report "
                           f"{path}` draws its curves once there is space") from None
-    checkpoints.prune_finished(path, cfg.run.keep)  # nothing left to resume: run.keep says what stays
     return result
+
+
+def steps_per_call(asked: int, steps_per_epoch: int) -> int:
+    """`train.steps_per_execution` as run: the largest number up to it that divides the steps
+    of an epoch. Keras runs whole calls of that many steps, so a call across the end of an epoch
+    would take the next epoch's first batches into this one (and a resumed run would differ)."""
+    if steps_per_epoch <= 0:
+        return asked
+    per_call = next(n for n in range(min(asked, steps_per_epoch), 0, -1) if steps_per_epoch % n == 0)
+    if per_call != asked:
+        messages.say(f"train.steps_per_execution: {asked} does not divide the {steps_per_epoch} "
+                     f"steps of an epoch; running {per_call} per call")
+    return per_call
+
+
+def _check_same_data(loaded, run_dir: Path, state: dict, splits, allow_change: bool) -> bool:
+    """Refuse to resume on data other than the backup's (its epoch's batches, and the step it
+    stopped at, are those of the old images). Returns whether the backup's epoch restarts from
+    its first step instead (`allow_change`, or a step the new epoch does not have).
+
+    Raises:
+        CnnctlError: what changed, and the three ways on.
+    """
+    from cnnctl.data import fingerprint
+
+    saved = state.get("data")
+    changed = fingerprint.differences(saved, splits.fingerprint) if saved else []
+    too_far = state.get("step", 0) >= splits.steps_per_epoch > 0
+    if too_far and not changed:
+        changed = [f"the backup is at step {state['step']}, an epoch now has "
+                   f"{splits.steps_per_epoch}"]
+    if not changed:
+        return False
+    if allow_change:
+        messages.warn(f"{run_dir}: the data changed since the backup ({'; '.join(changed)}); "
+                      f"--allow-data-change: epoch {state['epoch'] + 1} starts over with the new data")
+        return bool(state.get("step"))
+    raise CnnctlError(
+        f"{run_dir}: the data changed since the backup ({'; '.join(changed[:4])}); a resumed run "
+        f"must see the images it was trained on. Put the data back, or pass --allow-data-change "
+        f"to go on with the new data (epoch {state['epoch'] + 1} starts over), or start a new run "
+        "with --new")
 
 
 def _fit(model, splits, named: dict, end: int, fit: dict, epoch: int, step: int, spe: int) -> None:
@@ -326,7 +412,7 @@ def _check_writable(loaded: config_lib.LoadedConfig, run_dir: Path) -> None:
 def _resumable(loaded: config_lib.LoadedConfig, run_dir: Path) -> tuple[dict, Path]:
     """The backup to resume `run_dir` from, refusing a finished run and one whose config differs."""
     saved = runs.load_config(run_dir).config
-    if (run_dir / runs.METRICS).exists():
+    if runs.is_finished(run_dir):
         raise CnnctlError(f"{run_dir}: the run is finished ({runs.METRICS} is written); there is "
                           f"nothing to resume: `cnnctl eval {run_dir}` scores it, and without "
                           "--resume `cnnctl train` starts a new run")

@@ -3,11 +3,9 @@ terminal and the per-epoch rows of history.csv."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -60,7 +58,7 @@ class HistoryCSV(keras.callbacks.Callback):
     """history.csv: one row per finished (or interrupted) epoch, `epoch` counted from 1 as the
     terminal counts, then the logged values in name order. Appends to an existing file with
     its own columns (a resumed run), so its rows stay aligned; a value an epoch did not log is
-    empty.
+    empty. Each row rewrites the file through a temporary one renamed into place.
     """
 
     def __init__(self, path: Path):
@@ -71,25 +69,21 @@ class HistoryCSV(keras.callbacks.Callback):
         logs = dict(logs or {})
         columns = self._columns(logs)
         row = [str(epoch + self._base())] + [_cell(logs.get(name)) for name in columns[1:]]
-        new = not self.path.exists() or self.path.stat().st_size == 0
+        before = self.path.read_text() if self.path.exists() else ""
         lines = io.StringIO()
         writer = csv.writer(lines, lineterminator="\n")
-        if new:
+        if not before:
             writer.writerow(columns)
+        elif not before.endswith("\n"):
+            before += "\n"
         writer.writerow(row)
-        size = 0 if new else self.path.stat().st_size
-        try:
-            with self.path.open("a", newline="") as f:
-                f.write(lines.getvalue())
-        except OSError as e:
-            # a row half appended is cut off again: the rows before it stay as they were
-            with contextlib.suppress(OSError):
-                if self.path.exists():
-                    os.truncate(self.path, size)
-            from cnnctl import outputs
+        from cnnctl import outputs
 
-            raise outputs.fs_error(self.path, e, kept=(
-                "the rows of the epochs before are kept" if size else "nothing was changed")) from None
+        # the whole file renamed into place: a kill or a full disk leaves the rows before
+        outputs.write_file(self.path, lambda tmp: tmp.write_text(before + lines.getvalue()),
+                           error=lambda path, e: outputs.fs_error(path, e, kept=(
+                               "the rows of the epochs before are kept" if before else
+                               "nothing was changed")))
 
     def _base(self) -> int:
         """1, or 0 when appending to a file of a run started before epochs counted from 1."""

@@ -244,7 +244,9 @@ def test_full_disk_keeps_the_previous_checkpoint(config, tmp_path, monkeypatch):
         train_lib.train(loaded, run, verbose=0)
     last = run / "checkpoints" / "last.keras"
     assert str(error.value) == (f"{last}: disk full while writing the checkpoint; the previous "
-                                "last.keras (if any) is kept. Free some space, then resume the run.")
+                                "last.keras (if any) is kept. Free some space, then run the same "
+                                "`cnnctl train` command again: it resumes the run from its newest "
+                                "backup, or starts it over if it stopped before its first one.")
     assert checkpoints.check_keras_file(last) is None          # the epoch-1 file, whole
     assert not list(last.parent.glob(".*tmp*"))                # no half-written leftovers
     states = [json.loads(p.read_text()) for p in (run / "backup").glob("state-*.json")]
