@@ -63,6 +63,11 @@ RECIPES = {
                               ("data.train_dir={cifar}/train", "data.test_dir={cifar}/test",
                                "train.epochs=3")),
     "mnist": Recipe("mnist.yaml", "MNIST (keras.datasets file)", "mnist", seeds=1),
+    "fashion_mnist_best": Recipe("fashion_mnist_best.yaml", "Fashion-MNIST (keras.datasets files)",
+                                 "fashion_mnist", seeds=1),
+    "fashion_mnist_small": Recipe("fashion_mnist_small.yaml",
+                                  "Fashion-MNIST (keras.datasets files)", "fashion_mnist", seeds=1),
+    "mnist_best": Recipe("mnist_best.yaml", "MNIST (keras.datasets file)", "mnist", seeds=1),
 }
 
 

@@ -60,6 +60,29 @@ def _set_without_equals(args: list[str]) -> str | None:
     return None
 
 
+def _path_given(option: str):
+    """The parser of a path option that refuses an empty value: Path("") is the current
+    directory, so `--run-dir ""` (an unset shell variable) would write into it."""
+
+    def parse(text) -> Path:
+        if not str(text).strip():
+            print(f"{option} is empty; give a path (an empty one would mean the current "
+                  "directory)", file=sys.stderr)
+            raise typer.Exit(2)
+        return Path(text)
+
+    return parse
+
+
+def _refuse_together(**given: bool) -> None:
+    """Exit 2 with one line where two contradictory options are both given (keyword: the
+    options' names, `--json`, as `json=`)."""
+    used = [f"--{name.replace('_', '-')}" for name, value in given.items() if value]
+    if len(used) > 1:
+        print(f"{' and '.join(used)} cannot be used together; choose one", file=sys.stderr)
+        raise typer.Exit(2)
+
+
 def user_errors(command):
     """Print a CnnctlError as clear lines on stderr and exit 2; bugs keep their traceback."""
 
@@ -103,11 +126,14 @@ def train(
     config: ConfigArg,
     set_: SetOption = None,
     run_dir: Annotated[Optional[Path], typer.Option(
-        "--run-dir", metavar='DIR', help="Write the run here instead of runs/<config name>/<timestamp>/.")] = None,
+        "--run-dir", metavar='DIR', parser=_path_given("--run-dir"), help="Write the run here instead of runs/<config name>/<timestamp>/.")] = None,
     resume: Annotated[Optional[Path], typer.Option(
-        "--resume", metavar='RUN', help="Continue this interrupted run from its newest backup.")] = None,
+        "--resume", metavar='RUN', parser=_path_given("--resume"), help="Continue this interrupted run from its newest backup.")] = None,
     new: Annotated[bool, typer.Option(
         "--new", help="Start a new run even if an unfinished run of the same config exists.")] = False,
+    allow_data_change: Annotated[bool, typer.Option(
+        "--allow-data-change", help="Resume even though the data changed since the backup: "
+        "the backup's epoch starts over with the new data.")] = False,
     workers: Annotated[Optional[str], typer.Option(
         "--workers", metavar='HOST:PORT,...', help="train.distribute: multi_worker: every worker's host:port, "
         "comma-separated, the same list on every machine (sets TF_CONFIG).")] = None,
@@ -119,19 +145,34 @@ def train(
     An unfinished run of the same, unchanged config is resumed automatically, in run.dir or
     at --run-dir (see --new).
     """
+    _refuse_together(resume=resume is not None, new=new)
+    if resume is not None and run_dir is not None and Path(resume) != Path(run_dir):
+        print(f"--resume {resume} and --run-dir {run_dir} cannot be used together: a resumed run "
+              "stays in its folder; choose one", file=sys.stderr)
+        raise typer.Exit(2)
     from cnnctl.config import load as config_lib
     from cnnctl import runs
 
     loaded = config_lib.load(config, set_)
     if workers is not None or worker_index is not None:
         _set_cluster(loaded, workers, worker_index)
+    from cnnctl.train import lock
+    for held in {Path(p) for p in (run_dir, resume) if p is not None}:  # before seconds of imports
+        if lock.holder(held) is not None:
+            raise lock.RunLocked(lock.refusal(held, held / runs.LOCK, lock.holder(held)))
     from cnnctl.train import fit as train_lib  # TensorFlow: only once the config is known good
+    restart = False
     if resume is None and not new:
+        again = None if run_dir is None else runs.rerun(run_dir, loaded.config)
         resume = runs.find_unfinished(loaded) if run_dir is None else (
-            run_dir if runs.is_unfinished(run_dir, loaded.config) else None)
+            run_dir if again == "resume" else None)
+        restart = again == "restart"
+        if resume is not None and run_dir is None and lock.holder(resume) is not None:
+            raise lock.RunLocked(lock.refusal(resume, resume / runs.LOCK, lock.holder(resume)))
         if resume is not None:
             print(f"found an unfinished run of this config: {resume} (pass --new to start afresh)")
-    result = train_lib.train(loaded, run_dir, resume=resume)
+    result = train_lib.train(loaded, run_dir, resume=resume, restart=restart,
+                             allow_data_change=allow_data_change)
     metrics = result["metrics"]
     split = "test" if "test" in metrics else "val"
     figures = metrics.get(split) or {}
@@ -172,7 +213,7 @@ def eval_(
     path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False, metavar="RUN")],
     split: Annotated[str, typer.Option(help="Which split of the run's data: train, val or test.", metavar="SPLIT")] = "test",
     data: Annotated[Optional[Path], typer.Option(
-        "--data", metavar='DIR', help="Evaluate on this folder of class subfolders instead.")] = None,
+        "--data", metavar='DIR', parser=_path_given("--data"), help="Evaluate on this folder of class subfolders instead.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     tta: Annotated[Optional[str], typer.Option(
         "--tta", metavar='none|flip', help="Test-time augmentation: none or flip (default: the run's "
@@ -199,9 +240,10 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
     plot: Annotated[Optional[Path], typer.Option(
-        "--plot", metavar='FILE', help="Draw each image beside its class probabilities into this PNG.")] = None,
+        "--plot", metavar='FILE', parser=_path_given("--plot"), help="Draw each image beside its class probabilities into this PNG.")] = None,
 ) -> None:
     """Top-k classes of images, preprocessed exactly as in training."""
+    _refuse_together(json=as_json, csv=as_csv)
     path = _run_of(path)
     from cnnctl.use import predict as predict_lib
 
@@ -228,7 +270,8 @@ def explain(
                                         "(networks ending in global average pooling and one dense layer).")] = "gradcam",
     layer: Annotated[Optional[str], typer.Option(
         "--layer", metavar='NAME', help="The layer whose feature maps are weighed (default: the last one).")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs.", metavar="DIR")] = Path("explain"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs.", metavar="DIR",
+                                      parser=_path_given("--out"))] = Path("explain"),
 ) -> None:
     """Class-activation heat maps: each image, its heat map and the overlay, with the class."""
     path = _run_of(path)
@@ -246,7 +289,8 @@ def explain(
 def export_(
     path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False, metavar="RUN")],
     fmt: Annotated[str, typer.Option("--format", help="savedmodel, onnx or tflite.", metavar="FORMAT")],
-    out: Annotated[Path, typer.Option("--out", help="The file (a folder for savedmodel).", metavar="PATH")],
+    out: Annotated[Path, typer.Option("--out", help="The file (a folder for savedmodel).", metavar="PATH",
+                                      parser=_path_given("--out"))],
     quantize: Annotated[Optional[str], typer.Option(
         "--quantize", metavar='float16|int8', help="tflite only: float16 or int8 (calibrated on the test images).")] = None,
     images: Annotated[int, typer.Option("--images", min=1, metavar="N", help="Test images of the parity check.")] = 64,
@@ -271,7 +315,8 @@ def visualize(
     path: Annotated[Path, typer.Argument(help="A run directory or a .keras file.", show_default=False, metavar="RUN")],
     image: Annotated[Optional[str], typer.Option(
         "--image", metavar='IMAGE', help="Draw the feature maps of each conv layer for this image.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs.", metavar="DIR")] = Path("visualize"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs.", metavar="DIR",
+                                      parser=_path_given("--out"))] = Path("visualize"),
 ) -> None:
     """First-layer filters, feature maps of one image, the model diagram."""
     path = _run_of(path)
@@ -290,7 +335,7 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory, or a study folder "
                                             "(studies/<study>).", show_default=False, metavar="RUN")],
     out: Annotated[Optional[Path], typer.Option(
-        "--out", metavar="FILE", help="The HTML file (default RUN/report.html).")] = None,
+        "--out", metavar="FILE", parser=_path_given("--out"), help="The HTML file (default RUN/report.html).")] = None,
     limit: Annotated[Optional[int], typer.Option(
         "--limit", metavar="N", min=1, help="Use only the first N test images for the per-class "
         "table, confusion matrix and mistakes (default: the whole test split).")] = None,

@@ -408,7 +408,8 @@ def describe(run_dir: Path) -> dict:
         epochs: of the newest backup while unfinished),
         "epochs_planned", "test_accuracy" (None if there is none), "state" ("finished": it
         wrote metrics.json; "unfinished": it did not, and has a usable backup to resume from;
-        "failed": neither, or its loss became NaN), "detail" (why it failed, else None),
+        "failed": neither, or its loss became NaN; "training": a process trains it now),
+        "detail" (why it failed, or who trains it, else None),
         "bytes" (size on disk)}.
     """
     run_dir = Path(run_dir)
@@ -453,6 +454,12 @@ def _state(run_dir: Path, metrics) -> tuple[str, str | None, int | None]:
         return ("failed", f"NaN loss at epoch {failed['epoch']}, step {failed.get('step')}",
                 failed["epoch"] - 1)  # history.csv has a row of the epoch that failed
     backup = _usable_backup(run_dir / BACKUP)
+    from cnnctl.train import lock  # it reads run files itself: imported when needed
+
+    holder = lock.holder(run_dir)
+    if holder is not None:
+        return ("training", f"pid {holder.get('pid')} on {holder.get('host')}",
+                backup.get("epoch") if backup else None)
     if backup is not None:
         return "unfinished", None, backup.get("epoch")
     return "failed", "no backup to resume from", None

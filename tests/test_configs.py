@@ -30,6 +30,9 @@ PARAMS = {
     "cifar10_folders": CIFAR_CNN,
     # the cifar10_folders CNN of 8 classes up to its 1,024-unit dense layer, and a 2-class head
     "finetune_from_run": CIFAR_CNN - (1024 * 10 + 10) + (1024 * 2 + 2),
+    "fashion_mnist_small": 83_344,
+    "mnist_best": 83_344,
+    "fashion_mnist_best": 1_167_776,
     "cats_vs_dogs": 97_569,
     "resnet20_cifar10": 274_042,
     "unet": 482_067,

@@ -8,10 +8,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from cnnctl import user_files
 from cnnctl.config import yaml_source
 from cnnctl.config.schema import Config
 from cnnctl.config.wording import validate
 from cnnctl.errors import CnnctlError, ConfigError, ConfigIssue, ConfigValueError
+
+MAX_CONFIG_BYTES = 1 * user_files.MiB  # far above any real config; a bound on what is read
 
 
 class LoadedConfig:
@@ -60,14 +63,18 @@ def load(path: str | Path, overrides: list[str] | None = None) -> LoadedConfig:
     """Read, parse and validate a config file, with `--set key=value` overrides applied.
 
     Raises:
-        CnnctlError: the file cannot be read.
+        CnnctlError: the file cannot be read, is not a regular file, or is over MAX_CONFIG_BYTES.
         ConfigError: every problem found in the file, each with its line and config path.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = user_files.read_bytes(path, MAX_CONFIG_BYTES, "a config file").decode("utf-8")
+        text = text.replace("\r\n", "\n").replace("\r", "\n")  # as read_text's newline mode
     except FileNotFoundError:
         raise CnnctlError(f"{path}: config file not found; check the path") from None
+    except user_files.UnfitFile as e:
+        hint = "give the YAML config" if e.size is not None else "give a YAML config file"
+        raise CnnctlError(f"{path}: {e.reason}; {hint}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise CnnctlError(f"{path}: cannot read the config file: {e}") from None
     source = yaml_source.parse(text, str(path))

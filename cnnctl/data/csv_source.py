@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnctl import user_files
 from cnnctl.data.sources import Part, plural, shown_path
 from cnnctl.errors import ConfigValueError
 
 KEYS = {"train": "data.train_csv", "val": "data.val_csv", "test": "data.test_csv"}
+MAX_CSV_BYTES = user_files.MiB * 1024  # 1 GiB: millions of rows; a bound on what is read
 SHOWN_PROBLEMS = 5  # further problem lines named after the first one
 _INDEX = re.compile(r"[0-9]+")
 
@@ -102,14 +104,20 @@ def read_rows(name: str, data, key: str, class_names: list[str] | None,
         ConfigValueError: the first problem, `FILE:LINE: ...`, and the lines of the others.
     """
     file = Path(name).expanduser()
+    wanted = (f"give a CSV file with a header row ({data.path_column},{data.label_column}) and "
+              "one row per image")
     if not file.is_file():
-        what = "is a folder, not a file" if file.is_dir() else "not found"
-        raise ConfigValueError(key, f"{shown_path(file)} {what}; give a CSV file with a header row "
-                               f"({data.path_column},{data.label_column}) and one row per image")
+        what = ("is a folder, not a file" if file.is_dir() else
+                "not found" if not file.exists() else "")
+        if what:
+            raise ConfigValueError(key, f"{shown_path(file)} {what}; {wanted}")
     delimiter = data.delimiter or ("\t" if file.suffix.lower() in (".tsv", ".tab") else ",")
     shown_delimiter = "<tab>" if delimiter == "\t" else delimiter
     try:
-        text = file.read_text(encoding="utf-8-sig")
+        text = user_files.read_bytes(file, MAX_CSV_BYTES, "a label file").decode("utf-8-sig")
+        text = text.replace("\r\n", "\n").replace("\r", "\n")  # as read_text's newline mode
+    except user_files.UnfitFile as e:
+        raise ConfigValueError(key, f"{shown_path(file)}: {e.reason}; {wanted}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigValueError(key, f"cannot read {file} as UTF-8 text ({e}); save it as UTF-8 "
                                "CSV") from None

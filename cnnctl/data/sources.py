@@ -17,6 +17,8 @@ from cnnctl.data import images
 from cnnctl.backend import keras
 from cnnctl.errors import CnnctlError, ConfigValueError
 
+MAX_CLASSES = 100_000  # labels above it are a broken file, not a data set: class names are sized by them
+
 
 def shown_path(path: Path) -> str:
     """A path as given, plus where a relative one was looked for (the current directory)."""
@@ -175,11 +177,30 @@ def npz_source(data, need) -> tuple[list[str], dict[str, Part]]:
     return class_names, parts
 
 
-def _npz_part(x: np.ndarray, y: np.ndarray, name: str, where: str) -> Part:
+def npz_labels(y: np.ndarray, count: int, name: str, where: str) -> np.ndarray:
+    """The int64 class indices of the array y_`name` of the .npz file `where`, one per image of
+    its `count`: whole numbers 0..MAX_CLASSES - 1 (whole floats too, as some sets store them).
+
+    Raises:
+        ConfigValueError: (data.path) a wrong shape or dtype, or the first label out of range.
+    """
     y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
-    if y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu" or (len(y) and y.min() < 0):
+    if y.ndim != 1 or len(y) != count or y.dtype.kind not in "iuf":
         raise ConfigValueError("data.path", f"{where}: y_{name} must hold one class index >= 0 per "
-                          f"image of x_{name} ({len(x)}); got {y.dtype} {list(y.shape)}")
+                          f"image of x_{name} ({count}); got {y.dtype} {list(y.shape)}")
+    with np.errstate(invalid="ignore"):
+        bad = (y < 0) | (y >= MAX_CLASSES)
+        if y.dtype.kind == "f":
+            bad |= ~np.isfinite(y) | (y != np.floor(y))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ConfigValueError("data.path", f"{where}: y_{name}[{first}] is {y[first].item()!r}; "
+                               f"labels must be whole class indices 0..{MAX_CLASSES - 1}")
+    return y.astype(np.int64)
+
+
+def _npz_part(x: np.ndarray, y: np.ndarray, name: str, where: str) -> Part:
+    y = npz_labels(y, len(x), name, where)
     if x.dtype.kind not in "uif":
         raise ConfigValueError("data.path", f"{where}: x_{name} must be numeric pixel values, "
                           f"got {x.dtype}")
@@ -189,7 +210,7 @@ def _npz_part(x: np.ndarray, y: np.ndarray, name: str, where: str) -> Part:
             raise ConfigValueError("data.path", f"{where}: x_{name} must hold pixel values 0..255 (got "
                               f"{low:g}..{high:g}); rescaling is done in the model "
                               "(data.preprocessing.rescale)")
-    return Part(y.astype(np.int64), images=x)
+    return Part(y, images=x)
 
 
 # --------------------------------------------------------------------------- tfds
@@ -371,10 +392,12 @@ def _npz_class_names(path: str) -> list[str] | None:
             with loaded:
                 if "class_names" in loaded.files:
                     return [str(c) for c in loaded["class_names"].reshape(-1)]
-                labels = [loaded[k] for k in ("y_train", "y_test") if k in loaded.files]
+                arrays = {k: loaded[k] for k in ("y_train", "y_test") if k in loaded.files}
+        labels = [npz_labels(y, y.shape[0] if y.ndim else -1, k[2:], path)
+                  for k, y in arrays.items()]
     except (CnnctlError, OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None
-    if "y_train" not in loaded.files or any(y.dtype.kind not in "iu" or y.size == 0 for y in labels):
+    if "y_train" not in loaded.files or any(y.size == 0 for y in labels):
         return None
     return [str(i) for i in range(max(int(y.max()) for y in labels) + 1)]
 

@@ -180,10 +180,13 @@ def _read(path: Path) -> tuple[dict | None, tuple] | None:
             with open(path, "rb") as f:
                 data = f.read()
                 info = os.fstat(f.fileno())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no lock (or no run folder) there
             return None
         except OSError as e:  # another user's, not readable by this one: never taken over
-            info = os.stat(path)
+            try:
+                info = os.stat(path)
+            except OSError:
+                return None
             return ({"unreadable": e.strerror or str(e)},
                     (info.st_dev, info.st_ino, info.st_mtime_ns, b""))
         identity = (info.st_dev, info.st_ino, info.st_mtime_ns, data)
