@@ -15,6 +15,9 @@ are given (`--gpu NAME=ACCURACY`).
 
 --out FILE writes the section `<!-- bench:recipes:MACHINE -->` of that markdown file (replaced
 when there, else added at the end of its results); give it twice for BENCHMARKS.md and README.md.
+The rows of recipes this run did not train stay in the section, each with the date and commit
+it was measured at; --rows-from FILE takes rows measured earlier (an --out file of this machine)
+instead of training those recipes again.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 TINY_SETS = ["data.max_train_samples=256", "data.max_test_samples=128", "train.epochs=1"]
 HEADERS = ["recipe", "config", "data", "epochs", "test accuracy (mean ± sd)", "per seed",
-           "wall s (mean)", "s/epoch after the first", "GPU (JAX)", "command"]
+           "wall s (mean)", "s/epoch after the first", "GPU (JAX)", "measured", "command"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +93,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="markdown file to write the table into (repeat for several)")
     parser.add_argument("--work-dir", type=Path, help="where runs and logs go (default: a new "
                                                       "temporary folder, removed after)")
+    parser.add_argument("--rows-from", type=Path, metavar="FILE",
+                        help="take the rows of the recipes in --only from this markdown file "
+                        "(written by an earlier --out on this machine) instead of training them")
     args = parser.parse_args(argv)
     args.names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in args.names if n not in RECIPES]
@@ -199,8 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work_dir or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
         rows, failures = [], 0
+        info = machine.info()
+        scale = "tiny" if args.tiny else "full"
+        key = f"{NAME}:{machine.kind(info)}:{scale}"
+        earlier = {cells[0]: cells for cells in kept_rows(args.rows_from, key)} \
+            if args.rows_from else {}
         for name in args.names:
             recipe = RECIPES[name]
+            if name in earlier:
+                continue
             prepared = prepare_data(recipe, args.data_dir, work)
             if isinstance(prepared, str):
                 process.say(f"{name}: {prepared}")
@@ -217,26 +230,63 @@ def main(argv: list[str] | None = None) -> int:
             failures += sum(r["error"] is not None for r in results)
             rows.append(row(name, recipe, results, args.gpu_figures.get(name), work,
                             placeholders))
-        info = machine.info()
         commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True).stdout.strip() or "unknown"
-        scale = "tiny" if args.tiny else "full"
-        body = "\n\n".join([
-            f"### Recipes on {machine.kind(info)} ({scale})",
-            f"Measured {datetime.date.today().isoformat()} at commit {commit} with "
-            f"`python bench/recipes.py {shlex.join(argv if argv is not None else sys.argv[1:])}`"
-            f" on:\n\n{machine.markdown(info)}",
-            report.table(HEADERS, rows),
+        measured = f"{datetime.date.today().isoformat()}, {commit}"
+        for cells in rows:
+            cells.insert(HEADERS.index("measured"), measured)
+        rows = merged(rows, list(earlier.values()))
+
+        def section(all_rows: list[list[str]]) -> str:
+            return "\n\n".join([
+                f"### Recipes on {machine.kind(info)} ({scale})",
+                f"Last run {datetime.date.today().isoformat()} at commit {commit}: "
+                f"`python bench/recipes.py {shlex.join(argv if argv is not None else sys.argv[1:])}`"
+                f" (rows of recipes it did not run are kept, with the date and commit they were "
+                f"measured at) on:\n\n{machine.markdown(info)}",
+                report.table(HEADERS, all_rows),
             "Test accuracy: `metrics.json`'s `test.accuracy` of each run (with the config's "
             "test-time augmentation, if any); sd: the sample standard deviation over the seeds "
             "(0 for one seed). Wall s: the whole `cnnctl train` command (start-up, data, "
             "training, final evaluation). s/epoch: `history.epoch_seconds` after the first "
             "epoch, which includes compilation. The command leaves out `--run-dir`; "
             "`<cifar>` is the extracted JPEG copy."])
-        print(body)
+
+        print(section(rows))
         for path in args.out:
-            report.update(path, f"{NAME}:{machine.kind(info)}:{scale}", body)
+            report.update(path, key, section(merged(rows, kept_rows(path, key))))
     return 1 if failures else 0
+
+
+def kept_rows(path: Path, key: str) -> list[list[str]]:
+    """The table rows of section `key` already in the markdown file `path` (none if it has no
+    such section), each with its `measured` cell (older tables name one commit above them)."""
+    import re
+
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    start = text.find(f"<!-- bench:{key} -->")
+    if start < 0:
+        return []
+    block = text[start:text.find(report.SECTION_END, start)]
+    found = re.search(r"Measured (\S+) at commit (\w+)", block)
+    rows = []
+    for line in block.splitlines():
+        if not line.startswith("| ") or " | configs/" not in line:
+            continue
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        if len(cells) == len(HEADERS) - 1 and found:  # a table from before the measured column
+            cells.insert(HEADERS.index("measured"), f"{found.group(1)}, {found.group(2)}")
+        if len(cells) == len(HEADERS):
+            rows.append(cells)
+    return rows
+
+
+def merged(new: list[list[str]], old: list[list[str]]) -> list[list[str]]:
+    """`new` rows, and the `old` ones of recipes `new` has none of, in RECIPES order."""
+    ran = {cells[0] for cells in new}
+    rows = new + [cells for cells in old if cells[0] not in ran]
+    order = list(RECIPES)
+    return sorted(rows, key=lambda cells: order.index(cells[0]) if cells[0] in order else len(order))
 
 
 if __name__ == "__main__":

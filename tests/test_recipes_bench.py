@@ -32,7 +32,8 @@ def test_tiny_recipes_write_their_rows(tmp_path):
     accuracy = float(re.match(r"(0\.\d{4}) ± 0\.0000 \(1 seed\)", quick[4]).group(1))
     assert 0.0 < accuracy <= 1.0 and quick[5] == f"{accuracy:.4f}"
     assert quick[8] == "not measured"  # the GPU column
-    assert quick[9].startswith("`cnnctl train configs/quickstart.yaml --set train.seed=1")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d, [0-9a-f]{7,}", quick[9])  # the date and commit
+    assert quick[10].startswith("`cnnctl train configs/quickstart.yaml --set train.seed=1")
     assert rows["mnist"][4].startswith("not measured: the mnist files are not on this machine")
 
 
@@ -41,3 +42,30 @@ def test_an_unknown_recipe_is_refused():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--only: unknown recipe(s) imagenet; choose from quickstart" in done.stderr
+
+
+def test_rows_of_recipes_not_run_stay_with_their_own_commit(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from bench import recipes, report
+
+    key = "recipes:cpu-test:full"
+    old = ("| recipe | config | data | epochs | test accuracy (mean ± sd) | per seed | wall s (mean) "
+           "| s/epoch after the first | GPU (JAX) | command |\n| --- |\n"
+           "| quickstart | configs/quickstart.yaml | slice | 8 | 0.8500 ± 0.0026 (3 seeds) | 0.85 | "
+           "13.7 | 0.87 | not measured | `cnnctl train configs/quickstart.yaml` |\n"
+           "| fashion_mnist | configs/fashion_mnist.yaml | fm | 5 | 0.8984 ± 0.0000 (1 seed) | "
+           "0.8984 | 54.8 | 9.56 | not measured | `cnnctl train configs/fashion_mnist.yaml` |")
+    out = tmp_path / "README.md"
+    report.update(out, key, f"Measured 2026-12-01 at commit abc1234 with `x` on:\n\n{old}")
+    kept = recipes.kept_rows(out, key)
+    assert [cells[0] for cells in kept] == ["quickstart", "fashion_mnist"]
+    assert all(cells[recipes.HEADERS.index("measured")] == "2026-12-01, abc1234" for cells in kept)
+    assert all(len(cells) == len(recipes.HEADERS) for cells in kept)
+    new = [["fashion_mnist_small", "configs/fashion_mnist_small.yaml", "fm", "30", "0.9356", "",
+            "", "", "not measured", "2026-12-07, def5678", "`c`"],
+           ["quickstart", "configs/quickstart.yaml", "slice", "8", "0.8600", "", "", "",
+            "not measured", "2026-12-07, def5678", "`c`"]]
+    rows = recipes.merged(new, kept)
+    assert [(cells[0], cells[4]) for cells in rows] == [
+        ("quickstart", "0.8600"), ("fashion_mnist", "0.8984 ± 0.0000 (1 seed)"),
+        ("fashion_mnist_small", "0.9356")]  # the new quickstart row replaces the old one
