@@ -6,7 +6,6 @@ finishes as if it never was, with no stray file."""
 
 from __future__ import annotations
 
-import csv
 import errno
 import json
 import os
@@ -26,6 +25,11 @@ from cnnctl.config import load as config_lib
 from cnnctl.data import fingerprint
 from cnnctl.errors import CnnctlError
 from cnnctl.train import fit as train_lib
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench import soak_kill  # noqa: E402  (its run comparison and file readers)
+
+history, metrics, files = soak_kill.history, soak_kill.metrics, soak_kill.files
 
 SMALL_NPZ = '{source: npz, path: "cnnctl://fashion_mnist_small.npz", max_train_samples: %d, ' \
             'max_test_samples: 128%s}'
@@ -78,34 +82,10 @@ def wait_until(proc: subprocess.Popen, ready, timeout=240):
     raise AssertionError("the moment to act never came")
 
 
-def history(run_dir: Path) -> list[dict]:
-    """history.csv's rows without the wall time of each epoch."""
-    with (run_dir / "history.csv").open(newline="") as f:
-        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in csv.DictReader(f)]
-
-
-def metrics(run_dir: Path) -> dict:
-    data = json.loads((run_dir / "metrics.json").read_text())
-    data["history"].pop("epoch_seconds", None)
-    data.pop("best_checkpoint")
-    return data
-
-
-def weights(path: Path) -> list[np.ndarray]:
-    return keras.saving.load_model(path, safe_mode=True, compile=False).get_weights()
-
-
-def files(run_dir: Path) -> set[str]:
-    return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
-
-
 def assert_same_run(ours: Path, theirs: Path) -> None:
-    assert history(ours) == history(theirs)
-    assert metrics(ours) == metrics(theirs)
-    for x, y in zip(weights(ours / "checkpoints" / "best.keras"),
-                    weights(theirs / "checkpoints" / "best.keras")):
-        np.testing.assert_array_equal(x, y)
-    assert files(ours) == files(theirs)  # no stray file: no temporary, no backup left
+    """history.csv (less wall times), metrics.json, best.keras weights and the set of files (no
+    temporary, no backup left) equal: bench/soak_kill.py's comparison."""
+    assert soak_kill.differences(ours, theirs) == []
 
 
 # --------------------------------------------------------------------------- the data changed
