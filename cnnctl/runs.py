@@ -287,7 +287,9 @@ def remove_temporaries(run_dir: Path) -> list[Path]:
     for folder in (run_dir, run_dir / CHECKPOINTS, run_dir / BACKUP):
         for file in folder.glob(".*.tmp-*"):
             match = re.search(r"\.tmp-(\d+)", file.name)
-            if match is None or not file.is_file() or _alive(int(match.group(1))):
+            pid = int(match.group(1)) if match else None
+            # this process writes nothing while it cleans up: its own are leftovers too
+            if pid is None or not file.is_file() or (pid != os.getpid() and process_alive(pid)):
                 continue
             with contextlib.suppress(OSError):
                 file.unlink()
@@ -295,9 +297,8 @@ def remove_temporaries(run_dir: Path) -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process writes nothing while it cleans up
+def process_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this machine (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

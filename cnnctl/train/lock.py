@@ -213,7 +213,7 @@ def _stale(info: dict | None, identity: tuple) -> bool:
         pid = info["pid"]
         if pid == os.getpid() and info.get("token") not in _held.values():
             return True  # an earlier process with this pid (a container restarted)
-        if not _alive(pid):
+        if not runs.process_alive(pid):
             return True
         started = info.get("process_start")
         now = _process_start(pid)
@@ -250,16 +250,6 @@ def _take_over(path: Path, identity: tuple) -> None:
                 return
     with contextlib.suppress(FileNotFoundError):
         os.unlink(aside)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # another user's process
-    return True
 
 
 def _process_start(pid: int) -> int | None:
