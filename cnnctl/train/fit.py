@@ -251,6 +251,17 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
               "resumed_from": state.get("global_step"), "task": spread.task}
     if scratch is not None:
         return result
+    from cnnctl import plots
+
+    try:  # before metrics.json: a run killed once it is finished has its curves
+        plots.curves(path / runs.HISTORY, path / runs.CURVES, cfg.train.checkpoint_monitor)
+        no_curves = None
+    except CnnctlError as e:  # a full disk: the run still finishes, the message comes after
+        no_curves = e
+    for held in locks or []:  # given back before the run is finished, so that a kill after it
+        held.release()        # leaves no lock behind (a resume in between only finishes it)
+    if locks:
+        locks.clear()
     try:
         runs.write_json(path / runs.METRICS, metrics)
     except CnnctlError as e:  # the run is not finished: its backup and checkpoints are kept
@@ -258,13 +269,9 @@ def _train(loaded, spread: distribute.Plan, run_dir: Path | None, backup, verbos
                           f"resume it with {resume_command(loaded, path)}") from None
     checkpoints.prune_finished(path, cfg.run.keep)  # nothing left to resume: run.keep says what stays
     runs.remove_temporaries(path)
-    from cnnctl import plots
-
-    try:
-        plots.curves(path / runs.HISTORY, path / runs.CURVES, cfg.train.checkpoint_monitor)
-    except CnnctlError as e:  # metrics.json is written: the run is finished all the same
-        raise CnnctlError(f"{e}; the run is finished ({runs.METRICS} is written): `cnnctl report "
-                          f"{path}` draws its curves once there is space") from None
+    if no_curves is not None:  # metrics.json is written: the run is finished all the same
+        raise CnnctlError(f"{no_curves}; the run is finished ({runs.METRICS} is written): `cnnctl "
+                          f"report {path}` draws its curves once there is space") from None
     return result
 
 
