@@ -156,10 +156,8 @@ def train(
     loaded = config_lib.load(config, set_)
     if workers is not None or worker_index is not None:
         _set_cluster(loaded, workers, worker_index)
-    from cnnctl.train import lock
     for held in {Path(p) for p in (run_dir, resume) if p is not None}:  # before seconds of imports
-        if lock.holder(held) is not None:
-            raise lock.RunLocked(lock.refusal(held, held / runs.LOCK, lock.holder(held)))
+        _refuse_if_locked(held)
     from cnnctl.train import fit as train_lib  # TensorFlow: only once the config is known good
     restart = False
     if resume is None and not new:
@@ -167,8 +165,8 @@ def train(
         resume = runs.find_unfinished(loaded) if run_dir is None else (
             run_dir if again == "resume" else None)
         restart = again == "restart"
-        if resume is not None and run_dir is None and lock.holder(resume) is not None:
-            raise lock.RunLocked(lock.refusal(resume, resume / runs.LOCK, lock.holder(resume)))
+        if resume is not None and run_dir is None:
+            _refuse_if_locked(resume)
         if resume is not None:
             print(f"found an unfinished run of this config: {resume} (pass --new to start afresh)")
     result = train_lib.train(loaded, run_dir, resume=resume, restart=restart,
@@ -187,6 +185,16 @@ def train(
 
         run = shlex.quote(str(result["run_dir"]))
         print(f"next: cnnctl eval {run}  |  cnnctl report {run}  |  cnnctl predict {run} IMAGE")
+
+
+def _refuse_if_locked(run_dir: Path) -> None:
+    """Refuse to train a run another live process trains (its lock read once)."""
+    from cnnctl import runs
+    from cnnctl.train import lock
+
+    holder = lock.holder(run_dir)
+    if holder is not None:
+        raise lock.RunLocked(lock.refusal(run_dir, Path(run_dir) / runs.LOCK, holder))
 
 
 def _set_cluster(loaded, workers: str | None, index: int | None) -> None:
